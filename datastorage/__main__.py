@@ -1,0 +1,3 @@
+from datastorage.cli import main
+
+raise SystemExit(main())

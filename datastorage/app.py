@@ -1,0 +1,157 @@
+"""create_app(settings) -> the Starlette application; the lifespan wires pool, DLQ, drain worker.
+
+Start-up never waits for PostgreSQL: the pool opens in the background so a pod that starts
+during a database outage serves (degraded) and queues writes in the DLQ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from datastorage.audit import AuditWriter
+from datastorage.config import Settings
+from datastorage.http import admin, audit, health, notifications
+from datastorage.http.context import AppContext
+from datastorage.http.middleware import RequestContext
+from datastorage.http.problems import Problem, problem_response
+from datastorage.http.validation import RequestValidator, openapi_json, openapi_text
+from datastorage.store import partitions
+from datastorage.store.pool import Database
+
+log = logging.getLogger(__name__)
+
+
+async def openapi_json_endpoint(request: Request) -> Response:
+    return Response(openapi_json(), media_type="application/json")
+
+
+async def openapi_yaml_endpoint(request: Request) -> Response:
+    return Response(openapi_text(), media_type="application/yaml")
+
+
+ROUTES = [
+    Route("/api/v1/audit/events", audit.create_event, methods=["POST"]),
+    Route("/api/v1/audit/events", audit.query_events, methods=["GET"]),
+    Route("/api/v1/audit/events/batch", audit.create_batch, methods=["POST"]),
+    Route("/api/v1/audit/events/{event_id}", audit.get_event, methods=["GET"]),
+    Route("/api/v1/audit/event-types", audit.event_types, methods=["GET"]),
+    Route("/api/v1/audit/notifications", notifications.create_notification, methods=["POST"]),
+    Route("/api/v1/audit/notifications", notifications.list_notifications, methods=["GET"]),
+    Route("/api/v1/admin/dlq", admin.dlq_status, methods=["GET"]),
+    Route("/health", health.health, methods=["GET"]),
+    Route("/health/ready", health.ready, methods=["GET"]),
+    Route("/health/live", health.live, methods=["GET"]),
+    Route("/metrics", health.metrics, methods=["GET"]),
+    Route("/openapi.json", openapi_json_endpoint, methods=["GET"]),
+    Route("/openapi.yaml", openapi_yaml_endpoint, methods=["GET"]),
+]
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return problem_response(exc, request.url.path)
+
+
+def _allowed_methods(path: str) -> list[str]:
+    methods: set[str] = set()
+    for route in ROUTES:
+        match, _ = route.matches({"type": "http", "path": path, "method": "GET"})
+        if match.name != "NONE" and route.methods:
+            methods |= route.methods
+    return sorted(methods)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    if exc.status_code == 404:
+        problem = Problem(404, "not-found", f"no route {path}")
+    elif exc.status_code == 405:
+        allow = ", ".join(_allowed_methods(path))
+        problem = Problem(405, "method-not-allowed",
+                          f"{request.method} is not allowed on {path}; allowed: {allow}",
+                          headers={"Allow": allow})
+    else:
+        problem = Problem(exc.status_code, "internal-error" if exc.status_code >= 500 else
+                          "validation-error", str(exc.detail))
+    return problem_response(problem, path)
+
+
+def consumer_name() -> str:
+    """A DLQ consumer name unique per server process."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _ensure_partitions_at_start(settings: Settings) -> None:
+    """Best effort: a database outage at start-up must not stop the server."""
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            settings.require_database_url(), autocommit=True, connect_timeout=3
+        ) as conn:
+            for month in partitions.window(settings.partition_premake):
+                await partitions.ensure_month_partition_async(
+                    conn, month, settings.partition_lock_timeout
+                )
+    except Exception as exc:  # noqa: BLE001 — logged; maintenance retries later
+        log.warning("could not ensure partitions at start-up: %s", exc)
+
+
+def build_context(settings: Settings) -> AppContext:
+    db = Database(settings)
+    writer = AuditWriter(settings, db)
+    return AppContext(settings=settings, db=db, validator=RequestValidator(settings),
+                      writer=writer)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    ctx: AppContext = app.state.ctx
+    await ctx.db.open()
+    await _ensure_partitions_at_start(ctx.settings)
+    await _start_dlq(ctx)
+    try:
+        yield
+    finally:
+        await _stop_dlq(ctx)
+        for task in list(ctx.background):
+            task.cancel()
+        await ctx.db.close()
+
+
+async def _start_dlq(ctx: AppContext) -> None:
+    """Open the DLQ and start the drain worker (wired in by the DLQ module when configured)."""
+    from datastorage import durability
+
+    await durability.start(ctx, consumer_name())
+
+
+async def _stop_dlq(ctx: AppContext) -> None:
+    from datastorage import durability
+
+    await durability.stop(ctx)
+
+
+def create_app(settings: Settings, context: AppContext | None = None) -> Starlette:
+    ctx = context or build_context(settings)
+    routes_by_endpoint: dict[Any, str] = {route.endpoint: route.path for route in ROUTES}
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(RequestContext, routes=routes_by_endpoint)],
+        exception_handlers={Problem: _problem, HTTPException: _http_exception},
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    return app

@@ -1,0 +1,169 @@
+"""`datastorage` command line: serve, operator, migrate, dev, partitions, dlq.
+
+A bad or missing setting prints one line naming it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from datastorage.config import ConfigError, Settings, load_settings
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", "-")
+        if request_id != "-":
+            entry["request_id"] = request_id
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup_logging(settings: Settings) -> None:
+    from datastorage.http.middleware import RequestIdFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"))
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    for noisy in ("psycopg.pool", "kopf.objects", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for index, row in enumerate(cells):
+        print("  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip())
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _human_bytes(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from datastorage.server import serve
+
+    if args.server:
+        settings = settings.replace(server=args.server)
+    if args.workers:
+        settings = settings.replace(workers=args.workers)
+    settings.require_database_url()
+    return serve(settings)
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from datastorage.store.migrate import migrate
+
+    applied = migrate(settings.require_database_url(), settings.partition_premake)
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+    return 0
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from datastorage.dev import run_dev
+
+    return run_dev(settings)
+
+
+def cmd_operator(settings: Settings, args: argparse.Namespace) -> int:
+    from datastorage.operator.main import run_operator
+
+    namespaces = tuple(args.namespace or ()) or settings.operator_namespaces
+    return run_operator(settings, namespaces=namespaces, all_namespaces=args.all_namespaces)
+
+
+def cmd_partitions(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg
+
+    from datastorage.store import partitions
+
+    url = settings.require_database_url()
+    if args.action == "ensure":
+        from datastorage.operator.maintenance import run_pass_sync
+
+        report = run_pass_sync(settings, dry_run=args.dry_run or settings.partition_dry_run)
+        for line in report:
+            print(line)
+    with psycopg.connect(url, autocommit=True) as conn:
+        infos = partitions.list_partitions(conn)
+    print_table(
+        ["month", "partition", "attached", "rows (est.)", "size", "indexes ok"],
+        [(p.month.strftime("%Y-%m"), p.name, "yes" if p.attached else "NO", p.rows_estimate,
+          _human_bytes(p.size_bytes), "yes" if p.indexes_ok else "NO") for p in infos],
+    )
+    return 0
+
+
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from datastorage.dlq_admin import dlq_command
+
+    return asyncio.run(dlq_command(settings, args.action, print_table))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="datastorage", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML settings file (also DATASTORAGE_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API server")
+    serve.add_argument("--server", choices=["hypercorn", "uvicorn"])
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("dev", help="all-in-one local service with its own PostgreSQL").set_defaults(
+        func=cmd_dev)
+    operator = sub.add_parser("operator", help="run the kopf operator (sidecar)")
+    operator.add_argument("--namespace", action="append", help="namespace to watch (repeatable)")
+    operator.add_argument("--all-namespaces", action="store_true")
+    operator.set_defaults(func=cmd_operator)
+    parts = sub.add_parser("partitions", help="inspect or maintain audit_events partitions")
+    parts.add_argument("action", choices=["status", "ensure"])
+    parts.add_argument("--dry-run", action="store_true", help="ensure: only print retirements")
+    parts.set_defaults(func=cmd_partitions)
+    dlq = sub.add_parser("dlq", help="inspect or drain the DLQ")
+    dlq.add_argument("action", choices=["status", "drain"])
+    dlq.set_defaults(func=cmd_dlq)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(config_file=args.config)
+        setup_logging(settings)
+        return args.func(settings, args)
+    except ConfigError as exc:
+        print(f"datastorage: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

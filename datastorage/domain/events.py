@@ -1,0 +1,173 @@
+"""Audit-event rules that need no I/O: the event-type catalog, defaults and time bounds.
+
+A request body that passed the OpenAPI schema goes through `normalize_event`, which applies the
+defaults of SPEC §3.1, checks the catalog category and the timestamp window, and derives the
+stored-only fields. The result (`dict` with API names) is what the store writes and what the DLQ
+keeps, so a replayed event is byte-for-byte the event that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# (event_type, category, action, service) — the platform's known types (SPEC §3.1).
+_CATALOG_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("gateway", "gateway", "gateway.signal.received"),
+    ("gateway", "gateway", "gateway.signal.deduplicated"),
+    ("gateway", "gateway", "gateway.storm.detected"),
+    ("gateway", "gateway", "gateway.crd.created"),
+    ("gateway", "gateway", "gateway.signal.rejected"),
+    ("gateway", "gateway", "gateway.error.occurred"),
+    ("signalprocessing", "signalprocessing", "signalprocessing.enrichment.started"),
+    ("signalprocessing", "signalprocessing", "signalprocessing.enrichment.completed"),
+    ("signalprocessing", "signalprocessing", "signalprocessing.categorization.completed"),
+    ("signalprocessing", "signalprocessing", "signalprocessing.error.occurred"),
+    ("aianalysis", "analysis", "analysis.investigation.started"),
+    ("aianalysis", "analysis", "analysis.investigation.completed"),
+    ("aianalysis", "analysis", "analysis.recommendation.generated"),
+    ("aianalysis", "analysis", "analysis.approval.required"),
+    ("aianalysis", "analysis", "analysis.error.occurred"),
+    ("datastorage", "workflow", "workflow.catalog.search_completed"),
+    ("remediationorchestrator", "orchestration", "remediationorchestrator.request.created"),
+    ("remediationorchestrator", "orchestration", "remediationorchestrator.phase.transitioned"),
+    ("remediationorchestrator", "orchestration", "remediationorchestrator.approval.requested"),
+    ("remediationorchestrator", "orchestration", "remediationorchestrator.child.created"),
+    ("remediationorchestrator", "orchestration", "remediationorchestrator.error.occurred"),
+    ("effectivenessmonitor", "analysis", "effectivenessmonitor.evaluation.started"),
+    ("effectivenessmonitor", "analysis", "effectivenessmonitor.evaluation.completed"),
+    ("effectivenessmonitor", "analysis", "effectivenessmonitor.playbook.updated"),
+    ("notification", "notification", "notification.sent"),
+    ("notification", "notification", "notification.failed"),
+    ("notification", "notification", "notification.escalated"),
+    ("datastorage", "workflow", "datastorage.workflow.created"),
+    ("datastorage", "workflow", "datastorage.workflow.updated"),
+    ("datastorage", "workflow", "datastorage.workflow.disabled"),
+)
+
+
+@dataclass(frozen=True)
+class EventType:
+    event_type: str
+    event_category: str
+    event_action: str
+    service: str
+
+
+def _action_of(event_type: str) -> str:
+    """The action is the last dotted segment (`gateway.signal.received` -> `received`)."""
+    return event_type.rsplit(".", 1)[-1]
+
+
+EVENT_TYPES: dict[str, EventType] = {
+    name: EventType(name, category, _action_of(name), service)
+    for service, category, name in _CATALOG_ROWS
+}
+
+STORED_DEFAULTS = {"retention_days": 2555, "is_sensitive": False}
+
+
+class EventRuleError(ValueError):
+    """A rule beyond the schema failed; `field_errors` maps field paths to messages."""
+
+    def __init__(self, field_errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in field_errors.items()))
+        self.field_errors = field_errors
+
+
+def parse_timestamp(value: str) -> dt.datetime:
+    """RFC 3339 with a zone (the schema's date-time format already checked the shape)."""
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("must carry a time zone")
+    return parsed.astimezone(dt.UTC)
+
+
+def format_timestamp(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    max_age: dt.timedelta
+    max_skew: dt.timedelta
+
+
+def normalize_event(
+    body: Mapping[str, Any], bounds: TimeBounds, now: dt.datetime, prefix: str = ""
+) -> dict[str, Any]:
+    """Apply defaults and rules to a schema-valid event; raise EventRuleError naming fields."""
+    errors: dict[str, str] = {}
+    category = body["event_category"]
+    known = EVENT_TYPES.get(body["event_type"])
+    if known is not None and known.event_category != category:
+        errors[prefix + "event_category"] = (
+            f"event_type {known.event_type} belongs to category {known.event_category}"
+        )
+    try:
+        timestamp = parse_timestamp(body["event_timestamp"])
+    except ValueError as exc:
+        errors[prefix + "event_timestamp"] = str(exc)
+        timestamp = now
+    if timestamp < now - bounds.max_age:
+        errors[prefix + "event_timestamp"] = (
+            f"must not be older than {int(bounds.max_age.total_seconds())} s"
+        )
+    elif timestamp > now + bounds.max_skew:
+        errors[prefix + "event_timestamp"] = (
+            f"must not lie more than {int(bounds.max_skew.total_seconds())} s in the future"
+        )
+    if errors:
+        raise EventRuleError(errors)
+    event_id = body.get("event_id")
+    return {
+        "event_id": str(uuid.UUID(event_id)) if event_id else str(uuid.uuid4()),
+        "version": body["version"],
+        "event_type": body["event_type"],
+        "event_timestamp": format_timestamp(timestamp),
+        "event_date": timestamp.date().isoformat(),
+        "event_category": category,
+        "event_action": body["event_action"],
+        "event_outcome": body["event_outcome"],
+        "correlation_id": body["correlation_id"],
+        "event_data": body["event_data"],
+        "actor_type": body.get("actor_type") or "service",
+        "actor_id": body.get("actor_id") or f"{category}-service",
+        "resource_type": body.get("resource_type") or category,
+        "resource_id": body.get("resource_id") or body["correlation_id"],
+        "parent_event_id": str(uuid.UUID(body["parent_event_id"]))
+        if body.get("parent_event_id")
+        else None,
+        "parent_event_date": None,
+        "namespace": body.get("namespace"),
+        "cluster_name": body.get("cluster_name"),
+        "severity": body.get("severity") or "info",
+        "duration_ms": body.get("duration_ms"),
+        "error_code": body.get("error_code"),
+        "error_message": body.get("error_message"),
+        "trace_id": body.get("trace_id"),
+        "span_id": body.get("span_id"),
+        **STORED_DEFAULTS,
+    }
+
+
+# Fields compared when an event_id is resent: everything the client decided, after defaults.
+CONTENT_FIELDS = (
+    "version", "event_type", "event_timestamp", "event_category", "event_action",
+    "event_outcome", "correlation_id", "event_data", "actor_type", "actor_id", "resource_type",
+    "resource_id", "parent_event_id", "namespace", "cluster_name", "severity", "duration_ms",
+    "error_code", "error_message", "trace_id", "span_id",
+)
+
+
+def same_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a.get(name) == b.get(name) for name in CONTENT_FIELDS)
+
+
+def emitting_service(event: Mapping[str, Any]) -> str:
+    """The metrics label for who sent an event: the catalog's service, else the category."""
+    known = EVENT_TYPES.get(event["event_type"])
+    return known.service if known else event["event_category"]

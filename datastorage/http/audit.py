@@ -1,0 +1,220 @@
+"""Audit-event endpoints (SPEC §3.2): parse -> domain/store -> respond."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from datastorage.audit import WriteUnavailable
+from datastorage.domain.events import EVENT_TYPES, EventRuleError
+from datastorage.domain.timeparse import parse_time_bound
+from datastorage.http.context import AppContext, json_response
+from datastorage.http.middleware import read_json
+from datastorage.http.problems import (
+    Problem,
+    conflict,
+    not_found,
+    unavailable,
+    validation_error,
+)
+from datastorage.http.validation import count_failure
+from datastorage.store import audit_events
+from datastorage.store.errors import Conflict, StoreUnavailable
+
+
+def _event_data_errors(ctx: AppContext, body: dict[str, Any], prefix: str) -> dict[str, str]:
+    size = len(orjson.dumps(body["event_data"]))
+    if size > ctx.settings.max_event_data_bytes:
+        count_failure(prefix + "event_data", "size")
+        return {prefix + "event_data": f"must serialize to at most "
+                f"{ctx.settings.max_event_data_bytes} bytes (got {size})"}
+    return {}
+
+
+def _normalize(ctx: AppContext, body: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    errors = _event_data_errors(ctx, body, prefix)
+    try:
+        event = ctx.writer.normalize(body, prefix)
+    except EventRuleError as exc:
+        for field in exc.field_errors:
+            count_failure(field, "rule")
+        errors.update(exc.field_errors)
+        event = {}
+    if errors:
+        raise validation_error(errors)
+    return event
+
+
+def _write_unavailable(ctx: AppContext, exc: Exception) -> Problem:
+    return unavailable(f"the write cannot be stored or queued right now: {exc}",
+                       ctx.settings.retry_after)
+
+
+async def create_event(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    body = await read_json(request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth)
+    ctx.validator.body("createAuditEvent", body)
+    event = _normalize(ctx, body)
+    try:
+        outcome = await ctx.writer.write_event(event, client_id=bool(body.get("event_id")))
+    except audit_events.UnknownParent as exc:
+        count_failure("parent_event_id", "unknown")
+        raise validation_error({"parent_event_id": "must name a stored event"}) from exc
+    except Conflict as exc:
+        raise conflict(str(exc), event_id=event["event_id"]) from exc
+    except WriteUnavailable as exc:
+        raise _write_unavailable(ctx, exc) from exc
+    stored = outcome.records[0]
+    payload = {"event_id": stored["event_id"], "event_timestamp": stored["event_timestamp"]}
+    if outcome.status == "queued":
+        payload |= {"status": "accepted",
+                    "message": "database unavailable; event queued durably and will be stored"}
+        return json_response(payload, 202)
+    payload["message"] = "event stored"
+    return json_response(payload, 201 if outcome.status == "created" else 200)
+
+
+async def create_batch(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    body = await read_json(request, ctx.settings.max_batch_body_bytes,
+                           ctx.settings.max_json_depth + 1)
+    if not isinstance(body, list):
+        ctx.validator.body("createAuditEventBatch", body)
+    if len(body) > ctx.settings.max_batch_items:
+        count_failure("body", "maxItems")
+        raise validation_error({"body": f"must have at most {ctx.settings.max_batch_items} items"})
+    errors = ctx.validator.body_errors("createAuditEventBatch", body)
+    events: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(body):
+        prefix = f"[{index}]."
+        if any(key.startswith(prefix) or key == f"[{index}]" for key in errors):
+            continue
+        try:
+            event = _normalize(ctx, item, prefix)
+        except Problem as problem:
+            errors.update(problem.field_errors or {})
+            continue
+        if event["event_id"] in seen:
+            errors[prefix + "event_id"] = f"duplicates the event_id of item [{seen[event['event_id']]}]"
+            count_failure("[].event_id", "duplicate")
+        seen[event["event_id"]] = index
+        events.append(event)
+    if errors:
+        raise validation_error(errors, f"{len(errors)} field(s) failed validation; nothing stored")
+    try:
+        outcome, conflicts = await ctx.writer.write_batch(events)
+    except audit_events.UnknownParent as exc:
+        raise validation_error({f"[{i}].parent_event_id": "must name a stored event or an "
+                                "earlier item of the batch" for i in exc.indexes}) from exc
+    except WriteUnavailable as exc:
+        raise _write_unavailable(ctx, exc) from exc
+    if conflicts:
+        raise Problem(409, "conflict", "event_id already stored with different content; "
+                      "nothing stored", field_errors={
+                          f"[{i}].event_id": "already stored with different content"
+                          for i in conflicts})
+    ids = [e["event_id"] for e in events]
+    if outcome.status == "queued":
+        return json_response({"event_ids": ids, "status": "accepted",
+                              "message": f"database unavailable; {len(ids)} events queued "
+                              "durably and will be stored"}, 202)
+    status = 201 if outcome.status == "created" else 200
+    return json_response({"event_ids": ids, "message": f"{len(ids)} events stored"}, status)
+
+
+def _query_from_params(ctx: AppContext, params: dict[str, Any]) -> audit_events.EventQuery:
+    now = dt.datetime.now(dt.UTC)
+    errors: dict[str, str] = {}
+    bounds: dict[str, dt.datetime | None] = {"since": None, "until": None}
+    for name in bounds:
+        if params.get(name):
+            try:
+                bounds[name] = parse_time_bound(params[name], now)
+            except ValueError as exc:
+                errors[name] = str(exc)
+    data = None
+    if params.get("event_data") is not None:
+        try:
+            data = orjson.loads(params["event_data"])
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            errors["event_data"] = "must be a JSON object"
+    if params.get("offset") is not None and params.get("cursor"):
+        errors["cursor"] = "use either offset or cursor, not both"
+    if errors:
+        for field in errors:
+            count_failure(field, "format")
+        raise validation_error(errors)
+    return audit_events.EventQuery(
+        filters=params,
+        since=bounds["since"],
+        until=bounds["until"],
+        event_data=data,
+        descending=params["order"] == "desc",
+        limit=params["limit"],
+        offset=params.get("offset"),
+        cursor=params.get("cursor"),
+        count_limit=ctx.settings.count_limit,
+    )
+
+
+async def query_events(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    params = ctx.validator.query("queryAuditEvents", request.query_params)
+    query = _query_from_params(ctx, params)
+    try:
+        async with ctx.db.connection() as conn:
+            page = await audit_events.query_events(conn, query)
+    except audit_events.BadCursor as exc:
+        count_failure("cursor", "format")
+        raise validation_error({"cursor": str(exc)}) from exc
+    except StoreUnavailable as exc:
+        raise unavailable(f"database unavailable: {exc}", ctx.settings.retry_after) from exc
+    return json_response({
+        "data": page.events,
+        "pagination": {
+            "limit": query.limit,
+            "offset": None if query.cursor else (query.offset or 0),
+            "total": page.total,
+            "total_capped": page.total_capped,
+            "has_more": page.has_more,
+            "next_cursor": page.next_cursor,
+        },
+    })
+
+
+def parse_uuid_path(request: Request, name: str) -> str:
+    raw = request.path_params[name]
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError as exc:
+        count_failure(name, "format")
+        raise validation_error({name: "must be a UUID"}) from exc
+
+
+async def get_event(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    event_id = parse_uuid_path(request, "event_id")
+    try:
+        async with ctx.db.connection() as conn:
+            event = await audit_events.get_event(conn, event_id)
+    except StoreUnavailable as exc:
+        raise unavailable(f"database unavailable: {exc}", ctx.settings.retry_after) from exc
+    if event is None:
+        raise not_found(f"no audit event {event_id}")
+    return json_response(event)
+
+
+async def event_types(request: Request) -> Response:
+    return json_response({"event_types": [
+        {"event_type": t.event_type, "event_category": t.event_category,
+         "event_action": t.event_action, "service": t.service}
+        for t in EVENT_TYPES.values()
+    ]})

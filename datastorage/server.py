@@ -1,0 +1,119 @@
+"""Running the app under an ASGI server with the graceful shutdown of SPEC §7.
+
+SIGTERM/SIGINT: readiness turns 503 at once; after `shutdown_delay` the listener closes and
+in-flight requests get `shutdown_timeout` to finish; the lifespan then always stops the drain
+worker and closes the DLQ and the pool. With `workers > 1` the parent starts that many worker
+processes that bind the same port with SO_REUSEPORT and forwards signals to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from datastorage.app import create_app
+from datastorage.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> int:
+    if settings.workers > 1 and os.environ.get("DATASTORAGE_WORKER_CHILD") != "1":
+        return _supervise(settings)
+    runner = _run_uvicorn if settings.server == "uvicorn" else _run_hypercorn
+    try:
+        import uvloop  # noqa: F401 — optional, faster event loop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner_loop:
+        runner_loop.run(runner(settings))
+    return 0
+
+
+async def _shutdown_trigger(app, settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    app.state.ctx.shutting_down = True
+    log.info("shutdown requested: readiness is 503; closing the listener in %.1f s",
+             settings.shutdown_delay)
+    await asyncio.sleep(settings.shutdown_delay)
+
+
+async def _run_hypercorn(settings: Settings) -> None:
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    app = create_app(settings)
+    config = Config()
+    config.bind = [f"{settings.http_host}:{settings.http_port}"]
+    config.graceful_timeout = settings.shutdown_timeout
+    config.workers = max(settings.workers, 1)  # >1 makes hypercorn set SO_REUSEPORT
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.keep_alive_timeout = 75
+    config.backlog = 2048
+    await hypercorn_serve(app, config, shutdown_trigger=lambda: _shutdown_trigger(app, settings))
+    log.info("server stopped")
+
+
+async def _run_uvicorn(settings: Settings) -> None:
+    import socket
+
+    import uvicorn
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, lifespan="on", log_config=None, access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
+        http="httptools", backlog=2048,
+    )
+
+    class Server(uvicorn.Server):
+        def install_signal_handlers(self) -> None:  # our trigger owns the signals
+            pass
+
+    server = Server(config)
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.workers > 1:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.http_host, settings.http_port))
+
+    async def stop_when_asked() -> None:
+        await _shutdown_trigger(app, settings)
+        server.should_exit = True
+
+    watcher = asyncio.create_task(stop_when_asked())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+    log.info("server stopped")
+
+
+def _supervise(settings: Settings) -> int:
+    """Start `workers` processes sharing the port; forward SIGTERM/SIGINT; exit when all do."""
+    env = {**os.environ, "DATASTORAGE_WORKER_CHILD": "1"}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "datastorage", *sys.argv[1:]], env=env)
+        for _ in range(settings.workers)
+    ]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)

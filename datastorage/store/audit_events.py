@@ -1,0 +1,396 @@
+"""SQL of the audit_events table: idempotent inserts, batch COPY, replay, queries.
+
+Events arrive here already normalised by `domain.events.normalize_event` (API field names).
+Every statement is parameterised; the only identifiers composed into SQL come from the fixed
+column lists of this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection, errors, sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from datastorage.domain.events import format_timestamp, same_content
+from datastorage.store import partitions
+from datastorage.store.errors import Conflict, is_missing_partition
+
+# (column, API name) in table order.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "event_id"),
+    ("event_version", "version"),
+    ("event_timestamp", "event_timestamp"),
+    ("event_date", "event_date"),
+    ("event_type", "event_type"),
+    ("event_category", "event_category"),
+    ("event_action", "event_action"),
+    ("event_outcome", "event_outcome"),
+    ("actor_type", "actor_type"),
+    ("actor_id", "actor_id"),
+    ("resource_type", "resource_type"),
+    ("resource_id", "resource_id"),
+    ("correlation_id", "correlation_id"),
+    ("parent_event_id", "parent_event_id"),
+    ("parent_event_date", "parent_event_date"),
+    ("namespace", "namespace"),
+    ("cluster_name", "cluster_name"),
+    ("severity", "severity"),
+    ("duration_ms", "duration_ms"),
+    ("error_code", "error_code"),
+    ("error_message", "error_message"),
+    ("trace_id", "trace_id"),
+    ("span_id", "span_id"),
+    ("event_data", "event_data"),
+    ("retention_days", "retention_days"),
+    ("is_sensitive", "is_sensitive"),
+)
+_COLUMN_NAMES = [column for column, _ in COLUMNS]
+_SELECT_LIST = sql.SQL(", ").join(
+    [sql.Identifier(c) for c in _COLUMN_NAMES] + [sql.Identifier("created_at")]
+)
+_INSERT_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMN_NAMES)
+
+_INSERT = sql.SQL(
+    "INSERT INTO audit_events ({cols}) VALUES ({vals}) "
+    "ON CONFLICT (event_id, event_date) DO NOTHING RETURNING created_at"
+).format(cols=_INSERT_COLUMNS, vals=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)))
+_SELECT_BY_IDS = sql.SQL("SELECT {cols} FROM audit_events WHERE event_id = ANY(%s)").format(
+    cols=_SELECT_LIST
+)
+_PARENT_DATES = "SELECT event_id, event_date FROM audit_events WHERE event_id = ANY(%s)"
+_COPY = sql.SQL("COPY audit_events ({cols}) FROM STDIN").format(cols=_INSERT_COLUMNS)
+_REPLAY_TEMP = sql.SQL(
+    "CREATE TEMP TABLE IF NOT EXISTS replay_events "
+    "(LIKE audit_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_COPY_REPLAY = sql.SQL("COPY replay_events ({cols}) FROM STDIN").format(cols=_INSERT_COLUMNS)
+_REPLAY_MERGE = sql.SQL(
+    "INSERT INTO audit_events ({cols}) "
+    "SELECT {rcols} FROM replay_events r ORDER BY r.event_timestamp "
+    "ON CONFLICT (event_id, event_date) DO NOTHING"
+).format(
+    cols=_INSERT_COLUMNS,
+    rcols=sql.SQL(", ").join(
+        sql.SQL("COALESCE(r.parent_event_date, (SELECT p.event_date FROM audit_events p "
+                "WHERE p.event_id = r.parent_event_id LIMIT 1))")
+        if c == "parent_event_date" else sql.SQL("r.") + sql.Identifier(c)
+        for c in _COLUMN_NAMES
+    ),
+)
+
+
+class UnknownParent(ValueError):
+    """parent_event_id names no stored event; `indexes` are the batch positions affected."""
+
+    def __init__(self, indexes: list[int]) -> None:
+        super().__init__("parent_event_id names no stored event")
+        self.indexes = indexes
+
+
+def _row_values(event: Mapping[str, Any]) -> list[Any]:
+    values = []
+    for column, name in COLUMNS:
+        value = event.get(name)
+        if column == "event_data":
+            value = Jsonb(value)
+        values.append(value)
+    return values
+
+
+def _copy_row(event: Mapping[str, Any]) -> list[Any]:
+    values = []
+    for column, name in COLUMNS:
+        value = event.get(name)
+        if column == "event_data":
+            value = orjson.dumps(value).decode()
+        values.append(value)
+    return values
+
+
+def row_to_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored row as the API shows it: every column, with its stored value."""
+    event: dict[str, Any] = {}
+    for column, name in (*COLUMNS, ("created_at", "created_at")):
+        value = row[column]
+        if isinstance(value, dt.datetime):
+            value = format_timestamp(value)
+        elif isinstance(value, dt.date):
+            value = value.isoformat()
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        event[name] = value
+    return event
+
+
+async def _fetch_by_ids(conn: AsyncConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT_BY_IDS, (ids,))
+    return {str(row["event_id"]): row_to_event(row) for row in await cur.fetchall()}
+
+
+async def _attach_parent_dates(
+    conn: AsyncConnection, events: Sequence[dict[str, Any]]
+) -> None:
+    """Fill parent_event_date from stored parents or parents earlier in the same batch."""
+    in_batch = {e["event_id"]: e["event_date"] for e in events}
+    wanted = [e["parent_event_id"] for e in events
+              if e.get("parent_event_id") and e["parent_event_id"] not in in_batch]
+    stored: dict[str, str] = {}
+    if wanted:
+        cur = await conn.execute(_PARENT_DATES, (wanted,))
+        stored = {str(pid): pdate.isoformat() for pid, pdate in await cur.fetchall()}
+    missing = []
+    for index, event in enumerate(events):
+        parent = event.get("parent_event_id")
+        if parent:
+            date = in_batch.get(parent) or stored.get(parent)
+            if date is None:
+                missing.append(index)
+            event["parent_event_date"] = date
+    if missing:
+        raise UnknownParent(missing)
+
+
+@dataclass
+class WriteResult:
+    created: bool
+    event: dict[str, Any]
+
+
+async def _ensure_partitions_for(
+    conn: AsyncConnection, events: Iterable[Mapping[str, Any]], lock_timeout: float
+) -> list[str]:
+    created = []
+    months = {partitions.month_of(dt.date.fromisoformat(e["event_date"])) for e in events}
+    for month in sorted(months):
+        if await partitions.ensure_month_partition_async(conn, month, lock_timeout):
+            created.append(partitions.partition_name(month))
+    return created
+
+
+async def insert_event(
+    conn: AsyncConnection, event: dict[str, Any], *, client_id: bool, lock_timeout: float,
+    on_partition_created: Any = None,
+) -> WriteResult:
+    """Store one event. A resend of a stored event_id returns the stored one (created=False),
+    or raises Conflict when the content differs."""
+    if event.get("parent_event_id"):
+        await _attach_parent_dates(conn, [event])
+    if client_id:
+        existing = (await _fetch_by_ids(conn, [event["event_id"]])).get(event["event_id"])
+        if existing is not None:
+            return _resend(existing, event)
+    for attempt in (1, 2):
+        try:
+            cur = await conn.execute(_INSERT, _row_values(event), prepare=True)
+            row = await cur.fetchone()
+            break
+        except errors.CheckViolation as exc:
+            if attempt == 2 or not is_missing_partition(exc):
+                raise
+            created = await _ensure_partitions_for(conn, [event], lock_timeout)
+            if on_partition_created:
+                on_partition_created(created)
+    if row is None:  # same (event_id, event_date) committed concurrently
+        existing = (await _fetch_by_ids(conn, [event["event_id"]]))[event["event_id"]]
+        return _resend(existing, event)
+    return WriteResult(True, event)
+
+
+def _resend(existing: dict[str, Any], event: dict[str, Any]) -> WriteResult:
+    if not same_content(existing, event):
+        raise Conflict(f"event_id {event['event_id']} is already stored with different content")
+    return WriteResult(False, existing)
+
+
+async def insert_batch(
+    conn: AsyncConnection, events: list[dict[str, Any]], *, lock_timeout: float,
+    on_partition_created: Any = None,
+) -> tuple[int, list[int]]:
+    """Store a batch atomically with COPY. Items whose event_id is already stored with the same
+    content are skipped (idempotent resend). Returns (rows inserted, indexes in conflict)."""
+    async with conn.transaction():
+        await _attach_parent_dates(conn, events)
+        existing = await _fetch_by_ids(conn, [e["event_id"] for e in events])
+        conflicts = [i for i, e in enumerate(events)
+                     if e["event_id"] in existing and not same_content(existing[e["event_id"]], e)]
+        if conflicts:
+            return 0, conflicts
+        fresh = [e for e in events if e["event_id"] not in existing]
+        if fresh:
+            await _copy_with_partitions(conn, fresh, lock_timeout, on_partition_created)
+        return len(fresh), []
+
+
+async def _copy_with_partitions(
+    conn: AsyncConnection, events: list[dict[str, Any]], lock_timeout: float,
+    on_partition_created: Any,
+) -> None:
+    for attempt in (1, 2):
+        try:
+            async with conn.transaction():  # savepoint: a failed COPY can be retried
+                async with conn.cursor().copy(_COPY) as copy:
+                    for event in events:
+                        await copy.write_row(_copy_row(event))
+            return
+        except errors.CheckViolation as exc:
+            if attempt == 2 or not is_missing_partition(exc):
+                raise
+            created = await _ensure_partitions_for(conn, events, lock_timeout)
+            if on_partition_created:
+                on_partition_created(created)
+
+
+async def replay_events(
+    conn: AsyncConnection, events: list[dict[str, Any]], *, lock_timeout: float,
+    on_partition_created: Any = None,
+) -> None:
+    """Idempotent bulk insert for DLQ replay: COPY into a temp table, then INSERT ... ON CONFLICT
+    DO NOTHING keyed by (event_id, event_date). One transaction."""
+    async with conn.transaction():
+        await conn.execute(_REPLAY_TEMP)
+        async with conn.cursor().copy(_COPY_REPLAY) as copy:
+            for event in events:
+                await copy.write_row(_copy_row(event))
+        for attempt in (1, 2):
+            try:
+                async with conn.transaction():
+                    await conn.execute(_REPLAY_MERGE)
+                return
+            except errors.CheckViolation as exc:
+                if attempt == 2 or not is_missing_partition(exc):
+                    raise
+                created = await _ensure_partitions_for(conn, events, lock_timeout)
+                if on_partition_created:
+                    on_partition_created(created)
+
+
+async def get_event(conn: AsyncConnection, event_id: str) -> dict[str, Any] | None:
+    return (await _fetch_by_ids(conn, [event_id])).get(event_id)
+
+
+# ---- queries -------------------------------------------------------------------------------
+
+EQUALITY_FILTERS = (
+    "correlation_id", "event_type", "event_category", "event_action", "event_outcome",
+    "severity", "actor_type", "actor_id", "resource_type", "resource_id", "namespace",
+    "cluster_name", "parent_event_id",
+)
+
+
+class BadCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    filters: Mapping[str, Any]
+    since: dt.datetime | None
+    until: dt.datetime | None
+    event_data: Mapping[str, Any] | None
+    descending: bool
+    limit: int
+    offset: int | None
+    cursor: str | None
+    count_limit: int
+
+
+@dataclass
+class EventPage:
+    events: list[dict[str, Any]]
+    total: int
+    total_capped: bool
+    has_more: bool
+    next_cursor: str | None
+
+
+def encode_cursor(timestamp: dt.datetime, event_id: str, descending: bool) -> str:
+    payload = orjson.dumps(
+        {"t": timestamp.isoformat(), "i": event_id, "d": "desc" if descending else "asc"}
+    )
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def decode_cursor(token: str, descending: bool) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        timestamp = dt.datetime.fromisoformat(payload["t"])
+        event_id = uuid.UUID(payload["i"])
+        direction = payload["d"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadCursor("cursor is not a token this service issued") from exc
+    if timestamp.tzinfo is None or direction != ("desc" if descending else "asc"):
+        raise BadCursor("cursor belongs to a query with a different order")
+    return timestamp, event_id
+
+
+def _where(query: EventQuery) -> tuple[sql.Composable, list[Any]]:
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    for name in EQUALITY_FILTERS:
+        value = query.filters.get(name)
+        if value is not None:
+            clauses.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
+            params.append(value)
+    if query.since is not None:
+        clauses.append(sql.SQL("event_timestamp >= %s AND event_date >= %s"))
+        params += [query.since, query.since.astimezone(dt.UTC).date()]
+    if query.until is not None:
+        clauses.append(sql.SQL("event_timestamp <= %s AND event_date <= %s"))
+        params += [query.until, query.until.astimezone(dt.UTC).date()]
+    if query.event_data is not None:
+        clauses.append(sql.SQL("event_data @> %s"))
+        params.append(Jsonb(query.event_data))
+    where = sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("TRUE")
+    return where, params
+
+
+async def query_events(conn: AsyncConnection, query: EventQuery) -> EventPage:
+    """One page plus a capped total, both read in the same snapshot."""
+    where, params = _where(query)
+    page_where, page_params = where, list(params)
+    if query.cursor:
+        timestamp, event_id = decode_cursor(query.cursor, query.descending)
+        op = sql.SQL("<") if query.descending else sql.SQL(">")
+        page_where = sql.SQL("{} AND (event_timestamp, event_id) {} (%s, %s)").format(
+            where, op
+        )
+        page_params += [timestamp, event_id]
+    direction = sql.SQL("DESC") if query.descending else sql.SQL("ASC")
+    page_sql = sql.SQL(
+        "SELECT {cols} FROM audit_events WHERE {where} "
+        "ORDER BY event_timestamp {dir}, event_id {dir} LIMIT %s OFFSET %s"
+    ).format(cols=_SELECT_LIST, where=page_where, dir=direction)
+    count_sql = sql.SQL(
+        "SELECT count(*) FROM (SELECT 1 FROM audit_events WHERE {where} LIMIT %s) AS capped"
+    ).format(where=where)
+    offset = 0 if query.cursor else (query.offset or 0)
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(page_sql, [*page_params, query.limit + 1, offset])
+        rows = await cur.fetchall()
+        count_cur = await conn.execute(count_sql, [*params, query.count_limit + 1])
+        (counted,) = await count_cur.fetchone()
+    has_more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    next_cursor = None
+    if has_more and rows:
+        last = rows[-1]
+        next_cursor = encode_cursor(last["event_timestamp"], str(last["event_id"]),
+                                    query.descending)
+    return EventPage(
+        events=[row_to_event(r) for r in rows],
+        total=min(counted, query.count_limit),
+        total_capped=counted > query.count_limit,
+        has_more=has_more,
+        next_cursor=next_cursor,
+    )

@@ -1,0 +1,90 @@
+"""The connection pool: psycopg-pool's AsyncConnectionPool with metrics and UTC sessions.
+
+`Database.connection()` is the only way the server borrows a connection. It measures the wait,
+counts timeouts, and turns "no connection in time" and "server unreachable" into
+`StoreUnavailable`, which the write path sends to the DLQ and the read path answers with 503.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from datastorage.config import Settings
+from datastorage.metrics import POOL_CONNECTIONS, POOL_TIMEOUTS, POOL_WAIT, POOL_WAITING
+from datastorage.store.errors import StoreUnavailable, is_transient
+
+
+class Database:
+    def __init__(self, settings: Settings, *, application_name: str = "datastorage") -> None:
+        self.settings = settings
+        options = f"-c TimeZone=UTC -c statement_timeout={int(settings.db_statement_timeout * 1000)}"
+        self.pool = AsyncConnectionPool(
+            settings.require_database_url(),
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            timeout=settings.db_pool_timeout,
+            open=False,
+            # Plans of the audit queries depend on the parameter values (see TOOLING §10):
+            # prepare only where a statement opts in with prepare=True.
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": None,
+                "application_name": application_name,
+                "options": options,
+                "connect_timeout": max(1, int(settings.db_pool_timeout)),
+            },
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=0,  # keep trying for ever while the database is down
+            name="datastorage",
+        )
+        self._waiting = 0
+
+    async def open(self) -> None:
+        """Open without waiting: the server starts (degraded) even while PostgreSQL is down."""
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close(timeout=5)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        started = time.perf_counter()
+        self._waiting += 1
+        POOL_WAITING.set(self._waiting)
+        acquired = False
+        try:
+            async with self.pool.connection() as conn:
+                acquired = True
+                self._waiting -= 1
+                POOL_WAITING.set(self._waiting)
+                POOL_WAIT.observe(time.perf_counter() - started)
+                yield conn
+        except PoolTimeout as exc:
+            POOL_TIMEOUTS.inc()
+            raise StoreUnavailable(f"no database connection within {self.settings.db_pool_timeout} s") from exc
+        except psycopg.Error as exc:
+            if is_transient(exc):
+                raise StoreUnavailable(f"database unavailable: {exc}".strip()) from exc
+            raise
+        finally:
+            if not acquired:
+                self._waiting -= 1
+                POOL_WAITING.set(self._waiting)
+
+    async def ping(self) -> None:
+        async with self.connection() as conn:
+            await conn.execute("SELECT 1")
+
+    def update_metrics(self) -> None:
+        stats = self.pool.get_stats()
+        size = stats.get("pool_size", 0)
+        idle = stats.get("pool_available", 0)
+        POOL_CONNECTIONS.labels("idle").set(idle)
+        POOL_CONNECTIONS.labels("in_use").set(max(size - idle, 0))
+        POOL_WAITING.set(self._waiting)

@@ -1,0 +1,65 @@
+"""Session fixtures shared by every tier: a throwaway PostgreSQL and Redis per xdist worker.
+
+Test modules import helpers with `import support` (this directory is on sys.path because it
+holds this conftest; there is deliberately no `test/__init__.py`, which would shadow the
+standard library's `test` package).
+"""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+import pytest
+from support import PostgresServer, RedisServer, ServerProcess, run_migrations
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    server = PostgresServer()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server):
+    """A migrated database owned by this worker."""
+    url = pg_server.create_database(f"ds_{_worker()}")
+    run_migrations(url)
+    return url
+
+
+@pytest.fixture()
+def db(database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def server(database_url, tmp_path_factory):
+    """`datastorage serve` under Hypercorn against this worker's database."""
+    proc = ServerProcess(
+        {"DATASTORAGE_DATABASE_URL": database_url},
+        tmp_path_factory.mktemp("server"),
+    )
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def api(server):
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
