@@ -12,6 +12,8 @@ NPROC := $(shell nproc 2>/dev/null || echo 2)
 .PHONY: run test test-unit test-integration test-operator chart-test e2e-local e2e bench lint image deps system-deps venv tools clean
 
 run: venv
+	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  $(PY) -m pip install -q -e '.[embedded]'
 	$(VENV)/bin/datastorage dev
 
 test: deps tools

@@ -81,12 +81,18 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         problem = Problem(404, "not-found", f"no route {path}")
     elif exc.status_code == 405:
         allow = ", ".join(_allowed_methods(path))
-        problem = Problem(405, "method-not-allowed",
-                          f"{request.method} is not allowed on {path}; allowed: {allow}",
-                          headers={"Allow": allow})
+        problem = Problem(
+            405,
+            "method-not-allowed",
+            f"{request.method} is not allowed on {path}; allowed: {allow}",
+            headers={"Allow": allow},
+        )
     else:
-        problem = Problem(exc.status_code, "internal-error" if exc.status_code >= 500 else
-                          "validation-error", str(exc.detail))
+        problem = Problem(
+            exc.status_code,
+            "internal-error" if exc.status_code >= 500 else "validation-error",
+            str(exc.detail),
+        )
     return problem_response(problem, path)
 
 
@@ -112,8 +118,7 @@ async def _ensure_partitions_at_start(settings: Settings) -> None:
 def build_context(settings: Settings) -> AppContext:
     db = Database(settings)
     writer = AuditWriter(settings, db)
-    return AppContext(settings=settings, db=db, validator=RequestValidator(settings),
-                      writer=writer)
+    return AppContext(settings=settings, db=db, validator=RequestValidator(settings), writer=writer)
 
 
 @contextlib.asynccontextmanager

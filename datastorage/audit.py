@@ -18,8 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from datastorage.config import Settings
-from datastorage.domain.events import TimeBounds, emitting_service, normalize_event
-from datastorage.metrics import AUDIT_LAG, AUDIT_TRACES, PARTITION_CREATED, WRITE_DURATION
+from datastorage.domain.events import EVENT_TYPES, TimeBounds, emitting_service, normalize_event
+from datastorage.metrics import (
+    AUDIT_LAG,
+    AUDIT_TRACES,
+    PARTITION_CREATED,
+    UNKNOWN_EVENT_TYPES,
+    WRITE_DURATION,
+)
 from datastorage.store import audit_events, notifications
 from datastorage.store.errors import is_transient
 from datastorage.store.pool import Database
@@ -43,7 +49,7 @@ class Outcome:
 def _partition_created(names: list[str]) -> None:
     for name in names:
         log.info("created partition %s on the write path", name)
-        PARTITION_CREATED.labels("write_path").inc(len(names) and 1)
+        PARTITION_CREATED.labels("write_path").inc()
 
 
 class AuditWriter:
@@ -60,14 +66,19 @@ class AuditWriter:
     # -- audit events -----------------------------------------------------------------------
 
     def normalize(self, body: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-        return normalize_event(body, self.bounds, dt.datetime.now(dt.UTC), prefix)
+        event = normalize_event(body, self.bounds, dt.datetime.now(dt.UTC), prefix)
+        if event["event_type"] not in EVENT_TYPES:
+            UNKNOWN_EVENT_TYPES.labels(event["event_category"]).inc()
+        return event
 
     async def write_event(self, event: dict[str, Any], *, client_id: bool) -> Outcome:
         started = time.perf_counter()
         try:
             async with self.db.connection() as conn:
                 result = await audit_events.insert_event(
-                    conn, event, client_id=client_id,
+                    conn,
+                    event,
+                    client_id=client_id,
                     lock_timeout=self.settings.partition_lock_timeout,
                     on_partition_created=_partition_created,
                 )
@@ -88,7 +99,9 @@ class AuditWriter:
         try:
             async with self.db.connection() as conn:
                 inserted, conflicts = await audit_events.insert_batch(
-                    conn, events, lock_timeout=self.settings.partition_lock_timeout,
+                    conn,
+                    events,
+                    lock_timeout=self.settings.partition_lock_timeout,
                     on_partition_created=_partition_created,
                 )
         except Exception as exc:
@@ -127,7 +140,9 @@ class AuditWriter:
 
     # -- DLQ --------------------------------------------------------------------------------
 
-    async def _queue(self, kind: str, records: list[dict[str, Any]], cause: BaseException) -> Outcome:
+    async def _queue(
+        self, kind: str, records: list[dict[str, Any]], cause: BaseException
+    ) -> Outcome:
         if self.dlq is None:
             raise WriteUnavailable(f"database unavailable ({cause}) and no DLQ is configured")
         try:
@@ -140,8 +155,12 @@ class AuditWriter:
             AUDIT_TRACES.labels(service, "dlq_fallback").inc()
         if self.drain is not None:
             self.drain.notify()
-        log.warning("database unavailable (%s): %d %s record(s) queued in the DLQ",
-                    cause, len(records), kind)
+        log.warning(
+            "database unavailable (%s): %d %s record(s) queued in the DLQ",
+            cause,
+            len(records),
+            kind,
+        )
         return Outcome("queued", records)
 
     async def replay(self, kind: str, records: list[dict[str, Any]]) -> None:
@@ -150,7 +169,9 @@ class AuditWriter:
         async with self.db.connection() as conn:
             if kind == AUDIT_KIND:
                 await audit_events.replay_events(
-                    conn, records, lock_timeout=self.settings.partition_lock_timeout,
+                    conn,
+                    records,
+                    lock_timeout=self.settings.partition_lock_timeout,
                     on_partition_created=_partition_created,
                 )
                 table = "audit_events"

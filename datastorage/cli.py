@@ -40,8 +40,9 @@ def setup_logging(settings: Settings) -> None:
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+        )
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -115,8 +116,17 @@ def cmd_partitions(settings: Settings, args: argparse.Namespace) -> int:
         infos = partitions.list_partitions(conn)
     print_table(
         ["month", "partition", "attached", "rows (est.)", "size", "indexes ok"],
-        [(p.month.strftime("%Y-%m"), p.name, "yes" if p.attached else "NO", p.rows_estimate,
-          _human_bytes(p.size_bytes), "yes" if p.indexes_ok else "NO") for p in infos],
+        [
+            (
+                p.month.strftime("%Y-%m"),
+                p.name,
+                "yes" if p.attached else "NO",
+                p.rows_estimate,
+                _human_bytes(p.size_bytes),
+                "yes" if p.indexes_ok else "NO",
+            )
+            for p in infos
+        ],
     )
     return 0
 
@@ -137,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("dev", help="all-in-one local service with its own PostgreSQL").set_defaults(
-        func=cmd_dev)
+        func=cmd_dev
+    )
     operator = sub.add_parser("operator", help="run the kopf operator (sidecar)")
     operator.add_argument("--namespace", action="append", help="namespace to watch (repeatable)")
     operator.add_argument("--all-namespaces", action="store_true")

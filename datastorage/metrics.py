@@ -74,9 +74,7 @@ DLQ_DEPTH = Gauge("datastorage_dlq_depth", "Records queued and not yet replayed.
 DLQ_OLDEST_AGE = Gauge(
     "datastorage_dlq_oldest_age_seconds", "Age of the oldest queued record.", ["stream"]
 )
-DLQ_ENQUEUED = Counter(
-    "datastorage_dlq_enqueued_total", "Records written to the DLQ.", ["stream"]
-)
+DLQ_ENQUEUED = Counter("datastorage_dlq_enqueued_total", "Records written to the DLQ.", ["stream"])
 DLQ_REPLAYED = Counter(
     "datastorage_dlq_replayed_total", "Records replayed from the DLQ into PostgreSQL.", ["stream"]
 )

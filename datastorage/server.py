@@ -43,8 +43,10 @@ async def _shutdown_trigger(app, settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     app.state.ctx.shutting_down = True
-    log.info("shutdown requested: readiness is 503; closing the listener in %.1f s",
-             settings.shutdown_delay)
+    log.info(
+        "shutdown requested: readiness is 503; closing the listener in %.1f s",
+        settings.shutdown_delay,
+    )
     await asyncio.sleep(settings.shutdown_delay)
 
 
@@ -72,9 +74,13 @@ async def _run_uvicorn(settings: Settings) -> None:
 
     app = create_app(settings)
     config = uvicorn.Config(
-        app, lifespan="on", log_config=None, access_log=False,
+        app,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
-        http="httptools", backlog=2048,
+        http="httptools",
+        backlog=2048,
     )
 
     class Server(uvicorn.Server):

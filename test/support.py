@@ -83,8 +83,19 @@ class PostgresServer:
         self.options = " ".join(options + list(extra))
         subprocess.run(
             _as_postgres_user(
-                [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                 "-E", "UTF8", "--no-locale", "--no-sync"]
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ]
             ),
             check=True,
             stdout=subprocess.DEVNULL,
@@ -101,8 +112,17 @@ class PostgresServer:
     def start(self) -> None:
         subprocess.run(
             _as_postgres_user(
-                [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
-                 "-w", "-o", self.options, "start"]
+                [
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.root / "log"),
+                    "-w",
+                    "-o",
+                    self.options,
+                    "start",
+                ]
             ),
             check=True,
             stdout=subprocess.DEVNULL,
@@ -145,8 +165,19 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if not binary:
             raise RuntimeError("no redis-server: run `make deps` (apt package redis-server)")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", str(self.root), "--daemonize", "no"]
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.root),
+            "--daemonize",
+            "no",
+        ]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
@@ -245,3 +276,32 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def now_rfc3339(delta_seconds: float = 0.0) -> str:
+    import datetime as dt
+
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delta_seconds)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def make_event(**overrides: Any) -> dict[str, Any]:
+    """A valid audit event request body; overrides replace fields (None removes one)."""
+    import uuid
+
+    event = {
+        "version": "1.0",
+        "event_type": "gateway.signal.received",
+        "event_timestamp": now_rfc3339(),
+        "event_category": "gateway",
+        "event_action": "received",
+        "event_outcome": "success",
+        "correlation_id": f"corr-{uuid.uuid4()}",
+        "event_data": {"signal": "HighMemory", "replicas": 3},
+    }
+    for key, value in overrides.items():
+        if value is None:
+            event.pop(key, None)
+        else:
+            event[key] = value
+    return event

@@ -156,10 +156,27 @@ def normalize_event(
 
 # Fields compared when an event_id is resent: everything the client decided, after defaults.
 CONTENT_FIELDS = (
-    "version", "event_type", "event_timestamp", "event_category", "event_action",
-    "event_outcome", "correlation_id", "event_data", "actor_type", "actor_id", "resource_type",
-    "resource_id", "parent_event_id", "namespace", "cluster_name", "severity", "duration_ms",
-    "error_code", "error_message", "trace_id", "span_id",
+    "version",
+    "event_type",
+    "event_timestamp",
+    "event_category",
+    "event_action",
+    "event_outcome",
+    "correlation_id",
+    "event_data",
+    "actor_type",
+    "actor_id",
+    "resource_type",
+    "resource_id",
+    "parent_event_id",
+    "namespace",
+    "cluster_name",
+    "severity",
+    "duration_ms",
+    "error_code",
+    "error_message",
+    "trace_id",
+    "span_id",
 )
 
 

@@ -17,6 +17,17 @@ async def dlq_status(request: Request) -> Response:
         stats = await ctx.dlq.stats()
     except Exception as exc:
         raise unavailable(f"DLQ unavailable: {exc}", ctx.settings.retry_after) from exc
-    return json_response({"backend": ctx.dlq.name, "streams": [
-        {"stream": s.stream, "depth": s.depth, "oldest_age_seconds": s.oldest_age_seconds,
-         "dead_lettered": s.dead_lettered} for s in stats]})
+    return json_response(
+        {
+            "backend": ctx.dlq.name,
+            "streams": [
+                {
+                    "stream": s.stream,
+                    "depth": s.depth,
+                    "oldest_age_seconds": s.oldest_age_seconds,
+                    "dead_lettered": s.dead_lettered,
+                }
+                for s in stats
+            ],
+        }
+    )

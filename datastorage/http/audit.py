@@ -31,8 +31,10 @@ def _event_data_errors(ctx: AppContext, body: dict[str, Any], prefix: str) -> di
     size = len(orjson.dumps(body["event_data"]))
     if size > ctx.settings.max_event_data_bytes:
         count_failure(prefix + "event_data", "size")
-        return {prefix + "event_data": f"must serialize to at most "
-                f"{ctx.settings.max_event_data_bytes} bytes (got {size})"}
+        return {
+            prefix + "event_data": f"must serialize to at most "
+            f"{ctx.settings.max_event_data_bytes} bytes (got {size})"
+        }
     return {}
 
 
@@ -51,8 +53,9 @@ def _normalize(ctx: AppContext, body: dict[str, Any], prefix: str = "") -> dict[
 
 
 def _write_unavailable(ctx: AppContext, exc: Exception) -> Problem:
-    return unavailable(f"the write cannot be stored or queued right now: {exc}",
-                       ctx.settings.retry_after)
+    return unavailable(
+        f"the write cannot be stored or queued right now: {exc}", ctx.settings.retry_after
+    )
 
 
 async def create_event(request: Request) -> Response:
@@ -72,8 +75,10 @@ async def create_event(request: Request) -> Response:
     stored = outcome.records[0]
     payload = {"event_id": stored["event_id"], "event_timestamp": stored["event_timestamp"]}
     if outcome.status == "queued":
-        payload |= {"status": "accepted",
-                    "message": "database unavailable; event queued durably and will be stored"}
+        payload |= {
+            "status": "accepted",
+            "message": "database unavailable; event queued durably and will be stored",
+        }
         return json_response(payload, 202)
     payload["message"] = "event stored"
     return json_response(payload, 201 if outcome.status == "created" else 200)
@@ -81,8 +86,9 @@ async def create_event(request: Request) -> Response:
 
 async def create_batch(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    body = await read_json(request, ctx.settings.max_batch_body_bytes,
-                           ctx.settings.max_json_depth + 1)
+    body = await read_json(
+        request, ctx.settings.max_batch_body_bytes, ctx.settings.max_json_depth + 1
+    )
     if not isinstance(body, list):
         ctx.validator.body("createAuditEventBatch", body)
     if len(body) > ctx.settings.max_batch_items:
@@ -101,7 +107,9 @@ async def create_batch(request: Request) -> Response:
             errors.update(problem.field_errors or {})
             continue
         if event["event_id"] in seen:
-            errors[prefix + "event_id"] = f"duplicates the event_id of item [{seen[event['event_id']]}]"
+            errors[prefix + "event_id"] = (
+                f"duplicates the event_id of item [{seen[event['event_id']]}]"
+            )
             count_failure("[].event_id", "duplicate")
         seen[event["event_id"]] = index
         events.append(event)
@@ -110,20 +118,34 @@ async def create_batch(request: Request) -> Response:
     try:
         outcome, conflicts = await ctx.writer.write_batch(events)
     except audit_events.UnknownParent as exc:
-        raise validation_error({f"[{i}].parent_event_id": "must name a stored event or an "
-                                "earlier item of the batch" for i in exc.indexes}) from exc
+        raise validation_error(
+            {
+                f"[{i}].parent_event_id": "must name a stored event or an earlier item of the batch"
+                for i in exc.indexes
+            }
+        ) from exc
     except WriteUnavailable as exc:
         raise _write_unavailable(ctx, exc) from exc
     if conflicts:
-        raise Problem(409, "conflict", "event_id already stored with different content; "
-                      "nothing stored", field_errors={
-                          f"[{i}].event_id": "already stored with different content"
-                          for i in conflicts})
+        raise Problem(
+            409,
+            "conflict",
+            "event_id already stored with different content; nothing stored",
+            field_errors={
+                f"[{i}].event_id": "already stored with different content" for i in conflicts
+            },
+        )
     ids = [e["event_id"] for e in events]
     if outcome.status == "queued":
-        return json_response({"event_ids": ids, "status": "accepted",
-                              "message": f"database unavailable; {len(ids)} events queued "
-                              "durably and will be stored"}, 202)
+        return json_response(
+            {
+                "event_ids": ids,
+                "status": "accepted",
+                "message": f"database unavailable; {len(ids)} events queued "
+                "durably and will be stored",
+            },
+            202,
+        )
     status = 201 if outcome.status == "created" else 200
     return json_response({"event_ids": ids, "message": f"{len(ids)} events stored"}, status)
 
@@ -177,17 +199,19 @@ async def query_events(request: Request) -> Response:
         raise validation_error({"cursor": str(exc)}) from exc
     except StoreUnavailable as exc:
         raise unavailable(f"database unavailable: {exc}", ctx.settings.retry_after) from exc
-    return json_response({
-        "data": page.events,
-        "pagination": {
-            "limit": query.limit,
-            "offset": None if query.cursor else (query.offset or 0),
-            "total": page.total,
-            "total_capped": page.total_capped,
-            "has_more": page.has_more,
-            "next_cursor": page.next_cursor,
-        },
-    })
+    return json_response(
+        {
+            "data": page.events,
+            "pagination": {
+                "limit": query.limit,
+                "offset": None if query.cursor else (query.offset or 0),
+                "total": page.total,
+                "total_capped": page.total_capped,
+                "has_more": page.has_more,
+                "next_cursor": page.next_cursor,
+            },
+        }
+    )
 
 
 def parse_uuid_path(request: Request, name: str) -> str:
@@ -213,8 +237,16 @@ async def get_event(request: Request) -> Response:
 
 
 async def event_types(request: Request) -> Response:
-    return json_response({"event_types": [
-        {"event_type": t.event_type, "event_category": t.event_category,
-         "event_action": t.event_action, "service": t.service}
-        for t in EVENT_TYPES.values()
-    ]})
+    return json_response(
+        {
+            "event_types": [
+                {
+                    "event_type": t.event_type,
+                    "event_category": t.event_category,
+                    "event_action": t.event_action,
+                    "service": t.service,
+                }
+                for t in EVENT_TYPES.values()
+            ]
+        }
+    )

@@ -67,8 +67,12 @@ class RequestContext:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if not response_started:
                 response = problem_response(
-                    Problem(500, "internal-error", "an unexpected error occurred; see the "
-                            f"server log for request {request_id}"),
+                    Problem(
+                        500,
+                        "internal-error",
+                        "an unexpected error occurred; see the "
+                        f"server log for request {request_id}",
+                    ),
                     scope["path"],
                 )
                 await response(scope, receive, send_with_id)
@@ -78,9 +82,14 @@ class RequestContext:
             HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
             HTTP_DURATION.labels(scope["method"], route).observe(elapsed)
             if log.isEnabledFor(logging.DEBUG) or status >= 500:
-                log.log(logging.WARNING if status >= 500 else logging.DEBUG,
-                        "%s %s -> %d in %.1f ms", scope["method"], scope["path"], status,
-                        elapsed * 1000)
+                log.log(
+                    logging.WARNING if status >= 500 else logging.DEBUG,
+                    "%s %s -> %d in %.1f ms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                )
             request_id_var.reset(token)
 
 
@@ -90,10 +99,14 @@ def _media_type(request: Request) -> str:
 
 async def read_json(request: Request, limit: int, max_depth: int) -> Any:
     media = _media_type(request)
-    if media != "application/json" and not (media.startswith("application/") and
-                                            media.endswith("+json")):
-        raise Problem(415, "unsupported-media-type",
-                      f"Content-Type must be application/json, got {media or 'none'}")
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            f"Content-Type must be application/json, got {media or 'none'}",
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Problem(413, "payload-too-large", f"request body exceeds {limit} bytes")

@@ -25,22 +25,30 @@ async def create_notification(request: Request) -> Response:
     skew = dt.timedelta(seconds=ctx.settings.timestamp_max_skew)
     if sent_at > dt.datetime.now(dt.UTC) + skew:
         count_failure("sent_at", "future")
-        raise validation_error({"sent_at": f"must not lie more than {int(skew.total_seconds())} "
-                                "s in the future"})
+        raise validation_error(
+            {"sent_at": f"must not lie more than {int(skew.total_seconds())} s in the future"}
+        )
     record = {**{k: body.get(k) for k in notifications.FIELDS}, "sent_at": sent_at.isoformat()}
     try:
         outcome = await ctx.writer.write_notification(record)
     except Conflict as exc:
         raise Problem(409, "conflict", str(exc)) from exc
     except WriteUnavailable as exc:
-        raise unavailable(f"the write cannot be stored or queued right now: {exc}",
-                          ctx.settings.retry_after) from exc
+        raise unavailable(
+            f"the write cannot be stored or queued right now: {exc}", ctx.settings.retry_after
+        ) from exc
     stored = outcome.records[0]
     if outcome.status == "queued":
-        return json_response({"id": stored["id"], "notification_id": stored["notification_id"],
-                              "status": "accepted",
-                              "message": "database unavailable; notification record queued "
-                              "durably and will be stored"}, 202)
+        return json_response(
+            {
+                "id": stored["id"],
+                "notification_id": stored["notification_id"],
+                "status": "accepted",
+                "message": "database unavailable; notification record queued "
+                "durably and will be stored",
+            },
+            202,
+        )
     return json_response(stored, 201)
 
 
@@ -54,6 +62,14 @@ async def list_notifications(request: Request) -> Response:
             )
     except StoreUnavailable as exc:
         raise unavailable(f"database unavailable: {exc}", ctx.settings.retry_after) from exc
-    return json_response({"data": rows, "pagination": {
-        "limit": params["limit"], "offset": params["offset"], "total": total,
-        "has_more": params["offset"] + len(rows) < total}})
+    return json_response(
+        {
+            "data": rows,
+            "pagination": {
+                "limit": params["limit"],
+                "offset": params["offset"],
+                "total": total,
+                "has_more": params["offset"] + len(rows) < total,
+            },
+        }
+    )

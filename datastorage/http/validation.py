@@ -30,9 +30,7 @@ from datastorage.http.problems import Problem, validation_error
 from datastorage.metrics import VALIDATION_FAILURES
 
 SPEC_URI = "urn:datastorage:openapi"
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 @functools.cache
@@ -102,9 +100,11 @@ def _message(error: jsonschema.ValidationError) -> str:
     if keyword == "type":
         return f"must be of type {value if isinstance(value, str) else ' or '.join(value)}"
     if keyword == "format":
-        return {"date-time": "must be an RFC 3339 timestamp with a zone",
-                "uuid": "must be a UUID", "date": "must be a date YYYY-MM-DD"}.get(
-            value, f"must be a valid {value}")
+        return {
+            "date-time": "must be an RFC 3339 timestamp with a zone",
+            "uuid": "must be a UUID",
+            "date": "must be a date YYYY-MM-DD",
+        }.get(value, f"must be a valid {value}")
     if keyword == "maximum":
         return f"must be at most {value}"
     if keyword == "minimum":
@@ -191,18 +191,21 @@ def _storable_errors(value: Any, max_depth: int) -> dict[str, str]:
         node, path, depth = stack.pop()
         if isinstance(node, dict | list):
             if depth >= max_depth:
-                errors.setdefault(_field_path(path) or "body",
-                                  f"nesting must not exceed {max_depth} levels")
+                errors.setdefault(
+                    _field_path(path) or "body", f"nesting must not exceed {max_depth} levels"
+                )
                 continue
             items = node.items() if isinstance(node, dict) else enumerate(node)
             for key, child in items:
                 if isinstance(key, str) and not _storable_string(key):
-                    errors.setdefault(_field_path(path) or "body",
-                                      "keys must not contain NUL or lone surrogates")
+                    errors.setdefault(
+                        _field_path(path) or "body", "keys must not contain NUL or lone surrogates"
+                    )
                 stack.append((child, (*path, key), depth + 1))
         elif isinstance(node, str) and not _storable_string(node):
-            errors.setdefault(_field_path(path) or "body",
-                              "must not contain NUL characters or lone surrogates")
+            errors.setdefault(
+                _field_path(path) or "body", "must not contain NUL characters or lone surrogates"
+            )
     return errors
 
 
@@ -247,11 +250,14 @@ class RequestValidator:
                 body = operation.get("requestBody", {}).get("content", {}).get("application/json")
                 if body:
                     self._bodies[op_id] = self._validator(body["schema"], registry)
-                params = {p["name"]: p for p in operation.get("parameters", [])
-                          if p["in"] == "query"}
+                params = {
+                    p["name"]: p for p in operation.get("parameters", []) if p["in"] == "query"
+                }
                 if params:
-                    schema = {"type": "object",
-                              "properties": {n: p["schema"] for n, p in params.items()}}
+                    schema = {
+                        "type": "object",
+                        "properties": {n: p["schema"] for n, p in params.items()},
+                    }
                     self._queries[op_id] = (self._validator(schema, registry), schema)
 
     @staticmethod
@@ -264,11 +270,12 @@ class RequestValidator:
 
     @staticmethod
     def _validator(schema: Mapping[str, Any], registry: referencing.Registry):
-        wrapped = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                   "$id": "urn:datastorage:request", **_rebase_refs(schema)}
-        return jsonschema.Draft202012Validator(
-            wrapped, registry=registry, format_checker=_formats
-        )
+        wrapped = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "urn:datastorage:request",
+            **_rebase_refs(schema),
+        }
+        return jsonschema.Draft202012Validator(wrapped, registry=registry, format_checker=_formats)
 
     def body(self, operation_id: str, data: Any) -> None:
         errors = collect_field_errors(self._bodies[operation_id].iter_errors(data))
@@ -297,8 +304,11 @@ def _rebase_refs(schema: Any) -> Any:
     """Point local `#/components/...` refs at the registered OpenAPI document."""
     if isinstance(schema, dict):
         return {
-            k: (SPEC_URI + v if k == "$ref" and isinstance(v, str) and v.startswith("#") else
-                _rebase_refs(v))
+            k: (
+                SPEC_URI + v
+                if k == "$ref" and isinstance(v, str) and v.startswith("#")
+                else _rebase_refs(v)
+            )
             for k, v in schema.items()
         }
     if isinstance(schema, list):

@@ -79,9 +79,12 @@ _REPLAY_MERGE = sql.SQL(
 ).format(
     cols=_INSERT_COLUMNS,
     rcols=sql.SQL(", ").join(
-        sql.SQL("COALESCE(r.parent_event_date, (SELECT p.event_date FROM audit_events p "
-                "WHERE p.event_id = r.parent_event_id LIMIT 1))")
-        if c == "parent_event_date" else sql.SQL("r.") + sql.Identifier(c)
+        sql.SQL(
+            "COALESCE(r.parent_event_date, (SELECT p.event_date FROM audit_events p "
+            "WHERE p.event_id = r.parent_event_id LIMIT 1))"
+        )
+        if c == "parent_event_date"
+        else sql.SQL("r.") + sql.Identifier(c)
         for c in _COLUMN_NAMES
     ),
 )
@@ -136,13 +139,14 @@ async def _fetch_by_ids(conn: AsyncConnection, ids: list[str]) -> dict[str, dict
     return {str(row["event_id"]): row_to_event(row) for row in await cur.fetchall()}
 
 
-async def _attach_parent_dates(
-    conn: AsyncConnection, events: Sequence[dict[str, Any]]
-) -> None:
+async def _attach_parent_dates(conn: AsyncConnection, events: Sequence[dict[str, Any]]) -> None:
     """Fill parent_event_date from stored parents or parents earlier in the same batch."""
     in_batch = {e["event_id"]: e["event_date"] for e in events}
-    wanted = [e["parent_event_id"] for e in events
-              if e.get("parent_event_id") and e["parent_event_id"] not in in_batch]
+    wanted = [
+        e["parent_event_id"]
+        for e in events
+        if e.get("parent_event_id") and e["parent_event_id"] not in in_batch
+    ]
     stored: dict[str, str] = {}
     if wanted:
         cur = await conn.execute(_PARENT_DATES, (wanted,))
@@ -177,7 +181,11 @@ async def _ensure_partitions_for(
 
 
 async def insert_event(
-    conn: AsyncConnection, event: dict[str, Any], *, client_id: bool, lock_timeout: float,
+    conn: AsyncConnection,
+    event: dict[str, Any],
+    *,
+    client_id: bool,
+    lock_timeout: float,
     on_partition_created: Any = None,
 ) -> WriteResult:
     """Store one event. A resend of a stored event_id returns the stored one (created=False),
@@ -212,7 +220,10 @@ def _resend(existing: dict[str, Any], event: dict[str, Any]) -> WriteResult:
 
 
 async def insert_batch(
-    conn: AsyncConnection, events: list[dict[str, Any]], *, lock_timeout: float,
+    conn: AsyncConnection,
+    events: list[dict[str, Any]],
+    *,
+    lock_timeout: float,
     on_partition_created: Any = None,
 ) -> tuple[int, list[int]]:
     """Store a batch atomically with COPY. Items whose event_id is already stored with the same
@@ -220,8 +231,11 @@ async def insert_batch(
     async with conn.transaction():
         await _attach_parent_dates(conn, events)
         existing = await _fetch_by_ids(conn, [e["event_id"] for e in events])
-        conflicts = [i for i, e in enumerate(events)
-                     if e["event_id"] in existing and not same_content(existing[e["event_id"]], e)]
+        conflicts = [
+            i
+            for i, e in enumerate(events)
+            if e["event_id"] in existing and not same_content(existing[e["event_id"]], e)
+        ]
         if conflicts:
             return 0, conflicts
         fresh = [e for e in events if e["event_id"] not in existing]
@@ -231,15 +245,17 @@ async def insert_batch(
 
 
 async def _copy_with_partitions(
-    conn: AsyncConnection, events: list[dict[str, Any]], lock_timeout: float,
+    conn: AsyncConnection,
+    events: list[dict[str, Any]],
+    lock_timeout: float,
     on_partition_created: Any,
 ) -> None:
     for attempt in (1, 2):
         try:
-            async with conn.transaction():  # savepoint: a failed COPY can be retried
-                async with conn.cursor().copy(_COPY) as copy:
-                    for event in events:
-                        await copy.write_row(_copy_row(event))
+            # The savepoint lets a COPY that hit a missing partition be retried.
+            async with conn.transaction(), conn.cursor().copy(_COPY) as copy:
+                for event in events:
+                    await copy.write_row(_copy_row(event))
             return
         except errors.CheckViolation as exc:
             if attempt == 2 or not is_missing_partition(exc):
@@ -250,7 +266,10 @@ async def _copy_with_partitions(
 
 
 async def replay_events(
-    conn: AsyncConnection, events: list[dict[str, Any]], *, lock_timeout: float,
+    conn: AsyncConnection,
+    events: list[dict[str, Any]],
+    *,
+    lock_timeout: float,
     on_partition_created: Any = None,
 ) -> None:
     """Idempotent bulk insert for DLQ replay: COPY into a temp table, then INSERT ... ON CONFLICT
@@ -280,9 +299,19 @@ async def get_event(conn: AsyncConnection, event_id: str) -> dict[str, Any] | No
 # ---- queries -------------------------------------------------------------------------------
 
 EQUALITY_FILTERS = (
-    "correlation_id", "event_type", "event_category", "event_action", "event_outcome",
-    "severity", "actor_type", "actor_id", "resource_type", "resource_id", "namespace",
-    "cluster_name", "parent_event_id",
+    "correlation_id",
+    "event_type",
+    "event_category",
+    "event_action",
+    "event_outcome",
+    "severity",
+    "actor_type",
+    "actor_id",
+    "resource_type",
+    "resource_id",
+    "namespace",
+    "cluster_name",
+    "parent_event_id",
 )
 
 
@@ -360,9 +389,7 @@ async def query_events(conn: AsyncConnection, query: EventQuery) -> EventPage:
     if query.cursor:
         timestamp, event_id = decode_cursor(query.cursor, query.descending)
         op = sql.SQL("<") if query.descending else sql.SQL(">")
-        page_where = sql.SQL("{} AND (event_timestamp, event_id) {} (%s, %s)").format(
-            where, op
-        )
+        page_where = sql.SQL("{} AND (event_timestamp, event_id) {} (%s, %s)").format(where, op)
         page_params += [timestamp, event_id]
     direction = sql.SQL("DESC") if query.descending else sql.SQL("ASC")
     page_sql = sql.SQL(
@@ -385,8 +412,9 @@ async def query_events(conn: AsyncConnection, query: EventQuery) -> EventPage:
     next_cursor = None
     if has_more and rows:
         last = rows[-1]
-        next_cursor = encode_cursor(last["event_timestamp"], str(last["event_id"]),
-                                    query.descending)
+        next_cursor = encode_cursor(
+            last["event_timestamp"], str(last["event_id"]), query.descending
+        )
     return EventPage(
         events=[row_to_event(r) for r in rows],
         total=min(counted, query.count_limit),

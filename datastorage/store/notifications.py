@@ -13,8 +13,16 @@ from datastorage.domain.events import format_timestamp
 from datastorage.store.errors import Conflict
 
 FIELDS = (
-    "remediation_id", "notification_id", "recipient", "channel", "message_summary", "status",
-    "sent_at", "delivery_status", "error_message", "escalation_level",
+    "remediation_id",
+    "notification_id",
+    "recipient",
+    "channel",
+    "message_summary",
+    "status",
+    "sent_at",
+    "delivery_status",
+    "error_message",
+    "escalation_level",
 )
 _RETURNED = ("id", *FIELDS, "created_at", "updated_at")
 _RETURNING = sql.SQL(", ").join(sql.Identifier(c) for c in _RETURNED)
@@ -57,9 +65,8 @@ async def insert_notification(conn: AsyncConnection, record: dict[str, Any]) -> 
 
 async def replay_notifications(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
     """Idempotent replay keyed by the id handed out with the 202 (and notification_id)."""
-    async with conn.transaction():
-        async with conn.cursor() as cur:
-            await cur.executemany(_REPLAY, [_values(r) for r in records])
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(_REPLAY, [_values(r) for r in records])
 
 
 async def list_notifications(

@@ -23,7 +23,9 @@ from datastorage.store.errors import StoreUnavailable, is_transient
 class Database:
     def __init__(self, settings: Settings, *, application_name: str = "datastorage") -> None:
         self.settings = settings
-        options = f"-c TimeZone=UTC -c statement_timeout={int(settings.db_statement_timeout * 1000)}"
+        options = (
+            f"-c TimeZone=UTC -c statement_timeout={int(settings.db_statement_timeout * 1000)}"
+        )
         self.pool = AsyncConnectionPool(
             settings.require_database_url(),
             min_size=settings.db_pool_min,
@@ -67,7 +69,9 @@ class Database:
                 yield conn
         except PoolTimeout as exc:
             POOL_TIMEOUTS.inc()
-            raise StoreUnavailable(f"no database connection within {self.settings.db_pool_timeout} s") from exc
+            raise StoreUnavailable(
+                f"no database connection within {self.settings.db_pool_timeout} s"
+            ) from exc
         except psycopg.Error as exc:
             if is_transient(exc):
                 raise StoreUnavailable(f"database unavailable: {exc}".strip()) from exc
