@@ -3,6 +3,11 @@
 `Database.connection()` is the only way the server borrows a connection. It measures the wait,
 counts timeouts, and turns "no connection in time" and "server unreachable" into
 `StoreUnavailable`, which the write path sends to the DLQ and the read path answers with 503.
+
+While PostgreSQL is unreachable the pool would make every request wait the full pool timeout
+(5 s) before giving up. A small circuit breaker avoids that: after a connection failure,
+requests fail at once (and go to the DLQ) except one probe per second, which waits at most
+`PROBE_TIMEOUT`; the first connection that works closes the breaker.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from datastorage.config import Settings
 from datastorage.metrics import POOL_CONNECTIONS, POOL_TIMEOUTS, POOL_WAIT, POOL_WAITING
 from datastorage.store.errors import StoreUnavailable, is_transient
+
+PROBE_INTERVAL = 1.0
+PROBE_TIMEOUT = 1.0
 
 
 class Database:
@@ -41,11 +49,13 @@ class Database:
                 "options": options,
                 "connect_timeout": max(1, int(settings.db_pool_timeout)),
             },
-            check=AsyncConnectionPool.check_connection,
             reconnect_timeout=0,  # keep trying for ever while the database is down
             name="datastorage",
         )
         self._waiting = 0
+        self._down_since: float | None = None
+        self._next_probe = 0.0
+        self._last_error = ""
 
     async def open(self) -> None:
         """Open without waiting: the server starts (degraded) even while PostgreSQL is down."""
@@ -54,28 +64,55 @@ class Database:
     async def close(self) -> None:
         await self.pool.close(timeout=5)
 
+    @property
+    def is_down(self) -> bool:
+        return self._down_since is not None
+
+    def _open_breaker(self, reason: str) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._next_probe = self._down_since + PROBE_INTERVAL
+        self._last_error = reason
+
+    def _acquire_timeout(self) -> float | None:
+        """None while the breaker is closed; the probe timeout when this request may probe."""
+        if self._down_since is None:
+            return None
+        now = time.monotonic()
+        if now < self._next_probe:
+            raise StoreUnavailable(f"database unavailable: {self._last_error}")
+        self._next_probe = now + PROBE_INTERVAL
+        return min(PROBE_TIMEOUT, self.settings.db_pool_timeout)
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
+        timeout = self._acquire_timeout()
         started = time.perf_counter()
         self._waiting += 1
         POOL_WAITING.set(self._waiting)
         acquired = False
         try:
-            async with self.pool.connection() as conn:
+            async with self.pool.connection(timeout=timeout) as conn:
                 acquired = True
+                self._down_since = None
                 self._waiting -= 1
                 POOL_WAITING.set(self._waiting)
                 POOL_WAIT.observe(time.perf_counter() - started)
                 yield conn
         except PoolTimeout as exc:
             POOL_TIMEOUTS.inc()
+            if self.pool.get_stats().get("pool_size", 0) < max(1, self.settings.db_pool_min):
+                self._open_breaker("cannot connect")
             raise StoreUnavailable(
-                f"no database connection within {self.settings.db_pool_timeout} s"
+                f"no database connection within {timeout or self.settings.db_pool_timeout} s"
             ) from exc
         except psycopg.Error as exc:
-            if is_transient(exc):
-                raise StoreUnavailable(f"database unavailable: {exc}".strip()) from exc
-            raise
+            if not is_transient(exc):
+                raise
+            sqlstate = getattr(exc, "sqlstate", None)
+            if sqlstate is None or sqlstate.startswith(("08", "57P")):  # the server is gone
+                self._open_breaker(str(exc).strip().splitlines()[0] if str(exc) else "error")
+            raise StoreUnavailable(f"database unavailable: {exc}".strip()) from exc
         finally:
             if not acquired:
                 self._waiting -= 1
