@@ -154,7 +154,11 @@ def create_app(settings: Settings, context: AppContext | None = None) -> Starlet
     routes_by_endpoint: dict[Any, str] = {route.endpoint: route.path for route in ROUTES}
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(RequestContext, routes=routes_by_endpoint)],
+        middleware=[
+            Middleware(
+                RequestContext, routes=routes_by_endpoint, draining=lambda: ctx.shutting_down
+            )
+        ],
         exception_handlers={Problem: _problem, HTTPException: _http_exception},
         lifespan=lifespan,
     )

@@ -33,9 +33,10 @@ async def dlq_command(settings: Settings, action: str, print_table: Callable) ->
         stats = await dlq.stats()
     finally:
         await dlq.close()
-    print_table(["stream", "depth", "oldest", "dead-lettered"],
-                [(s.stream, s.depth, _age(s.oldest_age_seconds), s.dead_lettered)
-                 for s in stats])
+    print_table(
+        ["stream", "depth", "oldest", "dead-lettered"],
+        [(s.stream, s.depth, _age(s.oldest_age_seconds), s.dead_lettered) for s in stats],
+    )
     return 0
 
 
@@ -45,14 +46,19 @@ async def _drain(settings: Settings, dlq) -> int:
     from datastorage.store.errors import is_transient
     from datastorage.store.pool import Database
 
-    db = Database(settings.replace(db_pool_min=1, db_pool_max=2),
-                  application_name="datastorage-dlq-drain")
+    db = Database(
+        settings.replace(db_pool_min=1, db_pool_max=2), application_name="datastorage-dlq-drain"
+    )
     await db.open()
     try:
         await db.pool.wait(timeout=settings.db_pool_timeout)
-        worker = DrainWorker(dlq, AuditWriter(settings, db).replay, is_transient,
-                             batch_size=settings.dlq_batch_size,
-                             max_attempts=settings.dlq_max_attempts)
+        worker = DrainWorker(
+            dlq,
+            AuditWriter(settings, db).replay,
+            is_transient,
+            batch_size=settings.dlq_batch_size,
+            max_attempts=settings.dlq_max_attempts,
+        )
         return await worker.drain_once()
     finally:
         await db.close()

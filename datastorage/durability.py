@@ -47,6 +47,7 @@ async def start(ctx: AppContext, consumer: str) -> None:
     )
     ctx.dlq = dlq
     ctx.drain = drain
+    ctx.db.on_recovered.append(drain.database_recovered)
     ctx.writer.dlq = dlq
     ctx.writer.drain = drain
     ctx.spawn(drain.run())

@@ -33,9 +33,10 @@ class RequestIdFilter(logging.Filter):
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, routes: dict[Any, str]) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[Any, str], draining: Any) -> None:
         self.app = app
         self.routes = routes  # endpoint -> path template, for metric labels
+        self.draining = draining  # () -> bool: shutdown has begun
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,7 +59,12 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", []), header]
+                extra = [header]
+                if self.draining():
+                    # Clients stop reusing the connection, so when the listener closes no
+                    # keep-alive connection is caught between a request and its response.
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:

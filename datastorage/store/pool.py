@@ -12,6 +12,8 @@ requests fail at once (and go to the DLQ) except one probe per second, which wai
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +26,7 @@ from datastorage.config import Settings
 from datastorage.metrics import POOL_CONNECTIONS, POOL_TIMEOUTS, POOL_WAIT, POOL_WAITING
 from datastorage.store.errors import StoreUnavailable, is_transient
 
+log = logging.getLogger(__name__)
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 1.0
 
@@ -56,6 +59,8 @@ class Database:
         self._down_since: float | None = None
         self._next_probe = 0.0
         self._last_error = ""
+        self.on_recovered: list = []  # callables run when the breaker closes again
+        self._checking: asyncio.Task | None = None
 
     async def open(self) -> None:
         """Open without waiting: the server starts (degraded) even while PostgreSQL is down."""
@@ -72,7 +77,23 @@ class Database:
         if self._down_since is None:
             self._down_since = time.monotonic()
             self._next_probe = self._down_since + PROBE_INTERVAL
+            log.warning(
+                "database unreachable (%s): failing fast, probing every %.0f s",
+                reason,
+                PROBE_INTERVAL,
+            )
         self._last_error = reason
+        # Idle connections to a server that went away are all dead: have the pool test and
+        # replace them now, or every later checkout would find another dead one.
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.get_running_loop().create_task(self.pool.check())
+
+    def _close_breaker(self) -> None:
+        if self._down_since is not None:
+            self._down_since = None
+            log.warning("database reachable again")
+            for callback in self.on_recovered:
+                callback()
 
     def _acquire_timeout(self) -> float | None:
         """None while the breaker is closed; the probe timeout when this request may probe."""
@@ -94,7 +115,7 @@ class Database:
         try:
             async with self.pool.connection(timeout=timeout) as conn:
                 acquired = True
-                self._down_since = None
+                self._close_breaker()
                 self._waiting -= 1
                 POOL_WAITING.set(self._waiting)
                 POOL_WAIT.observe(time.perf_counter() - started)

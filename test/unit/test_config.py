@@ -90,19 +90,23 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
 def test_password_file_is_applied_to_the_url(tmp_path):
     secret = tmp_path / "pw"
     secret.write_text("s3cr:t@\n")
-    settings = load_settings({
-        "DATASTORAGE_DATABASE_URL": "postgresql://app@db.example:5433/audit?sslmode=require",
-        "DATASTORAGE_DATABASE_PASSWORD_FILE": str(secret),
-    })
+    settings = load_settings(
+        {
+            "DATASTORAGE_DATABASE_URL": "postgresql://app@db.example:5433/audit?sslmode=require",
+            "DATASTORAGE_DATABASE_PASSWORD_FILE": str(secret),
+        }
+    )
     assert settings.require_database_url() == (
-        "postgresql://app:s3cr%3At%40@db.example:5433/audit?sslmode=require")
+        "postgresql://app:s3cr%3At%40@db.example:5433/audit?sslmode=require"
+    )
 
 
 def test_cli_exits_2_with_one_line_naming_the_setting():
     result = subprocess.run(
         [sys.executable, "-m", "datastorage", "migrate"],
         env={"DATASTORAGE_DB_POOL_MAX": "many", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -111,8 +115,10 @@ def test_cli_exits_2_with_one_line_naming_the_setting():
 
 def test_missing_database_url_exits_2():
     result = subprocess.run(
-        [sys.executable, "-m", "datastorage", "serve"], env={"PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True,
+        [sys.executable, "-m", "datastorage", "serve"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "DATASTORAGE_DATABASE_URL" in result.stderr

@@ -1,0 +1,337 @@
+"""Never lose an acknowledged event: real faults (PostgreSQL stopped, Redis killed, SIGTERM,
+kill -9) against the server under Hypercorn; results checked with SQL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+
+import httpx
+import psycopg
+import pytest
+import redis
+from support import (
+    REPO,
+    PostgresServer,
+    RedisServer,
+    ServerProcess,
+    eventually,
+    make_event,
+    run_migrations,
+)
+
+EVENTS = "/api/v1/audit/events"
+BATCH = "/api/v1/audit/events/batch"
+NOTIFICATIONS = "/api/v1/audit/notifications"
+
+
+@pytest.fixture()
+def database():
+    pg = PostgresServer()
+    url = pg.create_database("outage")
+    run_migrations(url)
+    yield pg, url
+    pg.destroy()
+
+
+@pytest.fixture(params=["file", "redis"])
+def dlq_url(request, tmp_path, redis_server):
+    if request.param == "file":
+        return f"file://{tmp_path / 'spool'}"
+    url = redis_server.url.rsplit("/", 1)[0] + "/3"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def _server(database_url: str, dlq: str, tmp_path, **extra: str) -> ServerProcess:
+    env = {
+        "DATASTORAGE_DATABASE_URL": database_url,
+        "DATASTORAGE_DLQ_URL": dlq,
+        "DATASTORAGE_DB_POOL_TIMEOUT": "2",
+        **extra,
+    }
+    return ServerProcess(env, tmp_path)
+
+
+def _stored_counts(database_url: str, correlation_id: str) -> dict[str, int]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT event_id::text, count(*) FROM audit_events WHERE correlation_id = %s "
+            "GROUP BY event_id",
+            (correlation_id,),
+        ).fetchall()
+    return dict(rows)
+
+
+def _all_stored_once(database_url: str, correlation_id: str, ids: set[str]) -> None:
+    counts = _stored_counts(database_url, correlation_id)
+    assert set(counts) == ids, f"{len(ids - set(counts))} of {len(ids)} missing"
+    assert set(counts.values()) == {1}
+
+
+def test_outage_is_absorbed_by_the_dlq_and_replayed_exactly_once(database, dlq_url, tmp_path):
+    pg, url = database
+    server = _server(url, dlq_url, tmp_path)
+    correlation = f"outage-{uuid.uuid4()}"
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as api:
+            first = api.post(EVENTS, json=make_event(correlation_id=correlation))
+            assert first.status_code == 201
+            ids = {first.json()["event_id"]}
+            pg.stop()
+            for _ in range(300):
+                response = api.post(EVENTS, json=make_event(correlation_id=correlation))
+                assert response.status_code == 202, response.text
+                body = response.json()
+                assert body["status"] == "accepted" and uuid.UUID(body["event_id"])
+                ids.add(body["event_id"])
+            for _ in range(3):
+                batch = [make_event(correlation_id=correlation) for _ in range(100)]
+                response = api.post(BATCH, json=batch)
+                assert response.status_code == 202, response.text
+                ids |= set(response.json()["event_ids"])
+            notification = {
+                "remediation_id": correlation,
+                "notification_id": f"n-{uuid.uuid4()}",
+                "recipient": "ops",
+                "channel": "slack",
+                "message_summary": "queued",
+                "status": "sent",
+                "sent_at": make_event()["event_timestamp"],
+            }
+            queued = api.post(NOTIFICATIONS, json=notification)
+            assert queued.status_code == 202 and queued.json()["notification_id"]
+            assert len(ids) == 601
+            ready = api.get("/health/ready")
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+            health = api.get("/health")
+            assert health.status_code == 503
+            assert health.json()["checks"]["database"]["status"] == "down"
+            assert health.json()["checks"]["dlq"]["status"] == "up"
+            assert "Retry-After" in health.headers
+            assert api.get(EVENTS, params={"correlation_id": correlation}).status_code == 503
+            dlq = api.get("/api/v1/admin/dlq").json()
+            depth = {s["stream"]: s["depth"] for s in dlq["streams"]}
+            assert depth["audit_events"] == 600 and depth["notifications"] == 1
+            pg.start()
+            eventually(lambda: _all_stored_once(url, correlation, ids), timeout=30, interval=0.5)
+            with psycopg.connect(url) as conn:
+                assert (
+                    conn.execute(
+                        "SELECT count(*) FROM notification_audit WHERE notification_id = %s",
+                        (notification["notification_id"],),
+                    ).fetchone()[0]
+                    == 1
+                )
+            eventually(lambda: api.get("/health/ready").json()["status"] == "ready", timeout=10)
+            metrics = api.get("/metrics").text
+            assert (
+                'datastorage_audit_traces_total{service="gateway",status="dlq_fallback"} 600.0'
+                in metrics
+            )
+            assert 'datastorage_dlq_replayed_total{stream="audit_events"} 600.0' in metrics
+    finally:
+        server.stop()
+
+
+def test_database_and_redis_both_down_answers_503(database, tmp_path):
+    pg, url = database
+    own_redis = RedisServer()
+    server = _server(url, own_redis.url, tmp_path)
+    correlation = f"both-{uuid.uuid4()}"
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as api:
+            pg.stop()
+            own_redis.kill()
+            acked = []
+            for _ in range(20):
+                response = api.post(EVENTS, json=make_event(correlation_id=correlation))
+                assert response.status_code == 503, response.text
+                assert int(response.headers["Retry-After"]) > 0
+                assert response.json()["type"].endswith("/service-unavailable")
+            batch = api.post(BATCH, json=[make_event(correlation_id=correlation)])
+            assert batch.status_code == 503 and "Retry-After" in batch.headers
+            ready = api.get("/health/ready")
+            assert ready.status_code == 503 and "Retry-After" in ready.headers
+            own_redis.start()
+            eventually(lambda: api.get("/health/ready").json()["status"] == "degraded", timeout=15)
+            response = api.post(EVENTS, json=make_event(correlation_id=correlation))
+            assert response.status_code == 202
+            acked.append(response.json()["event_id"])
+            pg.start()
+            eventually(lambda: _all_stored_once(url, correlation, set(acked)), timeout=30)
+    finally:
+        server.stop()
+        own_redis.destroy()
+
+
+def test_dlq_at_capacity_answers_503_and_never_evicts(database, dlq_url, tmp_path):
+    pg, url = database
+    server = _server(url, dlq_url, tmp_path, DATASTORAGE_DLQ_CAPACITY="100")
+    correlation = f"cap-{uuid.uuid4()}"
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as api:
+            pg.stop()
+            ids = set()
+            for _ in range(100):
+                response = api.post(EVENTS, json=make_event(correlation_id=correlation))
+                assert response.status_code == 202
+                ids.add(response.json()["event_id"])
+            over = api.post(EVENTS, json=make_event(correlation_id=correlation))
+            assert over.status_code == 503 and "Retry-After" in over.headers
+            over_batch = api.post(BATCH, json=[make_event(correlation_id=correlation)])
+            assert over_batch.status_code == 503
+            depth = {
+                s["stream"]: s["depth"] for s in api.get("/api/v1/admin/dlq").json()["streams"]
+            }
+            assert depth["audit_events"] == 100
+            pg.start()
+            eventually(lambda: _all_stored_once(url, correlation, ids), timeout=30)
+    finally:
+        server.stop()
+
+
+def test_poison_entry_is_dead_lettered_and_does_not_block_others(database, dlq_url, tmp_path):
+    pg, url = database
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE audit_events ADD CONSTRAINT no_poison CHECK (severity <> 'poison')"
+        )
+    server = _server(url, dlq_url, tmp_path)
+    correlation = f"poison-{uuid.uuid4()}"
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as api:
+            pg.stop()
+            good = set()
+            for index in range(10):
+                event = make_event(
+                    correlation_id=correlation, severity="poison" if index == 3 else "info"
+                )
+                response = api.post(EVENTS, json=event)
+                assert response.status_code == 202
+                if index != 3:
+                    good.add(response.json()["event_id"])
+            pg.start()
+            eventually(lambda: _all_stored_once(url, correlation, good), timeout=30)
+
+            def dead_lettered():
+                streams = api.get("/api/v1/admin/dlq").json()["streams"]
+                stats = {s["stream"]: s for s in streams}
+                assert stats["audit_events"]["dead_lettered"] == 1
+                assert stats["audit_events"]["depth"] == 0
+
+            eventually(dead_lettered, timeout=30)
+            env = {**server.env}
+            status = subprocess.run(
+                [sys.executable, "-m", "datastorage", "dlq", "status"],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+            )
+            assert status.returncode == 0, status.stderr
+            line = next(x for x in status.stdout.splitlines() if x.startswith("audit_events"))
+            assert line.split()[1:2] == ["0"] and line.split()[-1] == "1", status.stdout
+            assert (
+                'datastorage_dlq_dead_lettered_total{stream="audit_events"} 1.0'
+                in api.get("/metrics").text
+            )
+    finally:
+        server.stop()
+
+
+def test_sigterm_while_writing_loses_no_acknowledged_event(database, dlq_url, tmp_path):
+    pg, url = database
+    server = _server(
+        url, dlq_url, tmp_path, DATASTORAGE_SHUTDOWN_DELAY="1", DATASTORAGE_SHUTDOWN_TIMEOUT="10"
+    )
+    correlation = f"sigterm-{uuid.uuid4()}"
+    acked: set[str] = set()
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def writer():
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post(EVENTS, json=make_event(correlation_id=correlation))
+                except httpx.TransportError:
+                    continue  # refused or reset after the listener closed
+                statuses.append(response.status_code)
+                if response.status_code in (201, 202):
+                    acked.add(response.json()["event_id"])
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        eventually(lambda: len(acked) >= 50, timeout=30)
+        server.signal(signal.SIGTERM)
+        eventually(
+            lambda: httpx.get(server.url + "/health/ready").status_code == 503,
+            timeout=5,
+            interval=0.02,
+        )
+        assert server.wait(60) == 0, server.log()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert set(statuses) <= {201, 202}, set(statuses)
+    server.start()
+    try:
+        eventually(lambda: _all_stored_once(url, correlation, acked), timeout=30)
+    finally:
+        server.stop()
+    assert "drain worker stopped" in server.log() or "server stopped" in server.log()
+
+
+def test_kill_9_with_queued_entries_drains_after_restart(database, dlq_url, tmp_path):
+    pg, url = database
+    server = _server(url, dlq_url, tmp_path, DATASTORAGE_DLQ_CLAIM_IDLE="2")
+    correlation = f"kill9-{uuid.uuid4()}"
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        pg.stop()
+        ids = {
+            api.post(EVENTS, json=make_event(correlation_id=correlation)).json()["event_id"]
+            for _ in range(50)
+        }
+    server.signal(signal.SIGKILL)
+    server.wait(10)
+    pg.start()
+    server.start()
+    try:
+        eventually(lambda: _all_stored_once(url, correlation, ids), timeout=30)
+    finally:
+        server.stop()
+
+
+def test_two_servers_draining_one_redis_dlq_insert_no_duplicates(database, redis_server, tmp_path):
+    pg, url = database
+    dlq = redis_server.url.rsplit("/", 1)[0] + "/4"
+    redis.Redis.from_url(dlq).flushdb()
+    servers = [_server(url, dlq, tmp_path, DATASTORAGE_DLQ_BATCH_SIZE="50") for _ in range(2)]
+    correlation = f"two-{uuid.uuid4()}"
+    ids: set[str] = set()
+    try:
+        pg.stop()
+        for index in range(10):
+            target = servers[index % 2]
+            batch = [make_event(correlation_id=correlation) for _ in range(50)]
+            response = httpx.post(target.url + BATCH, json=batch, timeout=30)
+            assert response.status_code == 202
+            ids |= set(response.json()["event_ids"])
+        pg.start()
+        eventually(lambda: _all_stored_once(url, correlation, ids), timeout=30)
+        replayed = 0.0
+        for server in servers:
+            for line in httpx.get(server.url + "/metrics").text.splitlines():
+                if line.startswith('datastorage_dlq_replayed_total{stream="audit_events"}'):
+                    replayed += float(line.split()[-1])
+        assert replayed >= 500
+    finally:
+        for server in servers:
+            server.stop()
