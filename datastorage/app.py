@@ -6,6 +6,7 @@ during a database outage serves (degraded) and queues writes in the DLQ.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -22,8 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from datastorage.audit import AuditWriter
+from datastorage.catalog import Catalog
 from datastorage.config import Settings
-from datastorage.http import admin, audit, health, notifications
+from datastorage.http import admin, audit, health, notifications, workflows
 from datastorage.http.context import AppContext
 from datastorage.http.middleware import RequestContext
 from datastorage.http.problems import Problem, problem_response
@@ -51,6 +53,18 @@ ROUTES = [
     Route("/api/v1/audit/notifications", notifications.create_notification, methods=["POST"]),
     Route("/api/v1/audit/notifications", notifications.list_notifications, methods=["GET"]),
     Route("/api/v1/admin/dlq", admin.dlq_status, methods=["GET"]),
+    # Workflow catalog: the literal paths (search, by-name) before /{workflow_id}.
+    Route("/api/v1/workflows", workflows.create_workflow, methods=["POST"]),
+    Route("/api/v1/workflows", workflows.list_workflows, methods=["GET"]),
+    Route("/api/v1/workflows/search", workflows.search_workflows, methods=["POST"]),
+    Route(
+        "/api/v1/workflows/by-name/{workflow_name}/versions",
+        workflows.list_versions,
+        methods=["GET"],
+    ),
+    Route("/api/v1/workflows/{workflow_id}", workflows.get_workflow, methods=["GET"]),
+    Route("/api/v1/workflows/{workflow_id}", workflows.update_workflow, methods=["PATCH"]),
+    Route("/api/v1/workflows/{workflow_id}/disable", workflows.disable_workflow, methods=["PATCH"]),
     Route("/health", health.health, methods=["GET"]),
     Route("/health/ready", health.ready, methods=["GET"]),
     Route("/health/live", health.live, methods=["GET"]),
@@ -118,7 +132,10 @@ async def _ensure_partitions_at_start(settings: Settings) -> None:
 def build_context(settings: Settings) -> AppContext:
     db = Database(settings)
     writer = AuditWriter(settings, db)
-    return AppContext(settings=settings, db=db, validator=RequestValidator(settings), writer=writer)
+    ctx = AppContext(settings=settings, db=db, validator=RequestValidator(settings), writer=writer)
+    # The catalog writes its search audit events through ctx.spawn, after the response.
+    ctx.catalog = Catalog(db, writer, validator=ctx.validator, spawn=ctx.spawn)
+    return ctx
 
 
 @contextlib.asynccontextmanager
@@ -130,6 +147,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        # Work spawned after a response (search audit events) finishes before the DLQ closes.
+        if ctx.background:
+            await asyncio.wait(set(ctx.background), timeout=5)
         await _stop_dlq(ctx)
         for task in list(ctx.background):
             task.cancel()

@@ -132,13 +132,26 @@ def collect_field_errors(errors: Any) -> dict[str, str]:
         key = _field_path(path) or "body"
         if key not in out:
             out[key] = _message(error)
-            metric_field = re.sub(r"\[\d+\]", "[]", key)
-            VALIDATION_FAILURES.labels(metric_field, str(error.validator)).inc()
+            count_failure(key, str(error.validator))
     return out
 
 
+# Objects whose keys the client chooses: a metric label stops at them (bounded cardinality).
+_FREE_FORM = {"event_data", "custom_labels", "parameters", "body"}
+
+
+def metric_field(path: str) -> str:
+    """`[3].event_data.a.b` -> `[].event_data`: a label that cannot grow without bound."""
+    kept = []
+    for part in re.sub(r"\[\d+\]", "[]", path).split("."):
+        kept.append(part)
+        if part.removeprefix("[]") in _FREE_FORM:
+            break
+    return ".".join(kept)[:100]
+
+
 def count_failure(field: str, reason: str) -> None:
-    VALIDATION_FAILURES.labels(re.sub(r"\[\d+\]", "[]", field), reason).inc()
+    VALIDATION_FAILURES.labels(metric_field(field), reason).inc()
 
 
 def _reject_constant(name: str) -> Any:
