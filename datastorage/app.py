@@ -122,9 +122,7 @@ async def _ensure_partitions_at_start(settings: Settings) -> None:
             settings.require_database_url(), autocommit=True, connect_timeout=3
         ) as conn:
             for month in partitions.window(settings.partition_premake):
-                await partitions.ensure_month_partition_async(
-                    conn, month, settings.partition_lock_timeout
-                )
+                await partitions.ensure_month(conn, month, settings.partition_lock_timeout)
     except Exception as exc:  # noqa: BLE001 — logged; maintenance retries later
         log.warning("could not ensure partitions at start-up: %s", exc)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from datastorage.config import Settings
 from datastorage.domain.events import EVENT_TYPES, TimeBounds, emitting_service, normalize_event
+from datastorage.group_commit import GroupCommitter
 from datastorage.metrics import (
     AUDIT_LAG,
     AUDIT_TRACES,
@@ -58,6 +59,11 @@ class AuditWriter:
         self.db = db
         self.dlq = dlq
         self.drain = drain
+        self.group = GroupCommitter(
+            db,
+            lock_timeout=settings.partition_lock_timeout,
+            on_partition_created=_partition_created,
+        )
         self.bounds = TimeBounds(
             dt.timedelta(seconds=settings.timestamp_max_age),
             dt.timedelta(seconds=settings.timestamp_max_skew),
@@ -74,14 +80,7 @@ class AuditWriter:
     async def write_event(self, event: dict[str, Any], *, client_id: bool) -> Outcome:
         started = time.perf_counter()
         try:
-            async with self.db.connection() as conn:
-                result = await audit_events.insert_event(
-                    conn,
-                    event,
-                    client_id=client_id,
-                    lock_timeout=self.settings.partition_lock_timeout,
-                    on_partition_created=_partition_created,
-                )
+            result = await self.group.submit(event, client_id)
         except Exception as exc:
             if not is_transient(exc):
                 raise

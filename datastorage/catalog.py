@@ -339,9 +339,7 @@ class Catalog:
         # Make sure the month exists before inserting: a failed insert would abort the
         # catalog transaction, so the write path's create-and-retry cannot run here.
         month = partitions.month_of(dt.date.fromisoformat(event["event_date"]))
-        await partitions.ensure_month_partition_async(
-            conn, month, self.writer.settings.partition_lock_timeout
-        )
+        await partitions.ensure_month(conn, month, self.writer.settings.partition_lock_timeout)
         await audit_events.insert_event(
             conn,
             event,

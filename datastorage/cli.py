@@ -112,6 +112,8 @@ def cmd_partitions(settings: Settings, args: argparse.Namespace) -> int:
         report = run_pass_sync(settings, dry_run=args.dry_run or settings.partition_dry_run)
         for line in report:
             print(line)
+        if any(line.startswith("ERROR") for line in report):
+            return 1
     with psycopg.connect(url, autocommit=True) as conn:
         infos = partitions.list_partitions(conn)
     print_table(

@@ -21,7 +21,11 @@ async def create_notification(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     body = await read_json(request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth)
     ctx.validator.body("createNotificationAudit", body)
-    sent_at = parse_timestamp(body["sent_at"])
+    try:
+        sent_at = parse_timestamp(body["sent_at"])
+    except ValueError as exc:
+        count_failure("sent_at", "format")
+        raise validation_error({"sent_at": f"not a valid RFC 3339 timestamp ({exc})"}) from exc
     skew = dt.timedelta(seconds=ctx.settings.timestamp_max_skew)
     if sent_at > dt.datetime.now(dt.UTC) + skew:
         count_failure("sent_at", "future")

@@ -175,7 +175,7 @@ async def _ensure_partitions_for(
     created = []
     months = {partitions.month_of(dt.date.fromisoformat(e["event_date"])) for e in events}
     for month in sorted(months):
-        if await partitions.ensure_month_partition_async(conn, month, lock_timeout):
+        if await partitions.ensure_month(conn, month, lock_timeout):
             created.append(partitions.partition_name(month))
     return created
 
@@ -217,6 +217,121 @@ def _resend(existing: dict[str, Any], event: dict[str, Any]) -> WriteResult:
     if not same_content(existing, event):
         raise Conflict(f"event_id {event['event_id']} is already stored with different content")
     return WriteResult(False, existing)
+
+
+# ---- group commit ---------------------------------------------------------------------------
+# Concurrent single-event writes are stored together: one statement (rows passed as one text
+# array per column) and one commit for the whole group. Each caller still learns its own fate.
+
+_GROUP_CASTS = {
+    "event_id": "uuid",
+    "event_timestamp": "timestamptz",
+    "event_date": "date",
+    "parent_event_id": "uuid",
+    "parent_event_date": "date",
+    "duration_ms": "bigint",
+    "event_data": "jsonb",
+    "retention_days": "integer",
+    "is_sensitive": "boolean",
+}
+_INSERT_GROUP = (
+    "INSERT INTO audit_events ({cols}) SELECT {casts} FROM unnest({arrays}) AS u({cols}) "
+    "ON CONFLICT (event_id, event_date) DO NOTHING RETURNING event_id::text"
+).format(
+    cols=", ".join(_COLUMN_NAMES),
+    casts=", ".join(
+        f"u.{c}::{_GROUP_CASTS[c]}" if c in _GROUP_CASTS else f"u.{c}" for c in _COLUMN_NAMES
+    ),
+    arrays=", ".join(["%s::text[]"] * len(_COLUMN_NAMES)),
+)
+
+
+def _as_text(column: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if column == "event_data":
+        return orjson.dumps(value).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _group_arrays(events: Sequence[Mapping[str, Any]]) -> list[list[str | None]]:
+    return [[_as_text(column, e.get(name)) for e in events] for column, name in COLUMNS]
+
+
+async def insert_group(
+    conn: AsyncConnection, items: Sequence[tuple[dict[str, Any], bool]]
+) -> list[WriteResult | Exception]:
+    """Store (event, client_chose_id) pairs in one transaction. Per item: a WriteResult
+    (created, or an identical resend) or the exception that item alone must raise (Conflict,
+    UnknownParent). Failures of the statement itself (database down, missing partition)
+    propagate for the caller to handle for the whole group."""
+    results: list[WriteResult | Exception | None] = [None] * len(items)
+    async with conn.transaction():
+        parents = [e["parent_event_id"] for e, _ in items if e.get("parent_event_id")]
+        if parents:
+            cur = await conn.execute(_PARENT_DATES, (parents,))
+            dates = {str(pid): pdate.isoformat() for pid, pdate in await cur.fetchall()}
+            for index, (event, _) in enumerate(items):
+                parent = event.get("parent_event_id")
+                if parent:
+                    event["parent_event_date"] = dates.get(parent)
+                    if parent not in dates:
+                        results[index] = UnknownParent([0])
+        chosen = [e["event_id"] for i, (e, c) in enumerate(items) if c and results[i] is None]
+        existing = await _fetch_by_ids(conn, chosen) if chosen else {}
+        for index, (event, _) in enumerate(items):
+            if results[index] is None and event["event_id"] in existing:
+                results[index] = _resend_result(existing[event["event_id"]], event)
+        pending = [i for i, r in enumerate(results) if r is None]
+        if pending:
+            cur = await conn.execute(
+                _INSERT_GROUP, _group_arrays([items[i][0] for i in pending]), prepare=True
+            )
+            inserted = {row[0] for row in await cur.fetchall()}
+            raced = []
+            for index in pending:
+                event_id = items[index][0]["event_id"]
+                if event_id in inserted:
+                    inserted.discard(event_id)  # a second item with this id is a resend
+                    results[index] = WriteResult(True, items[index][0])
+                else:
+                    raced.append(index)
+            if raced:
+                stored = await _fetch_by_ids(conn, [items[i][0]["event_id"] for i in raced])
+                for index in raced:
+                    event = items[index][0]
+                    results[index] = _resend_result(stored[event["event_id"]], event)
+    return results  # type: ignore[return-value]
+
+
+def _resend_result(existing: dict[str, Any], event: dict[str, Any]) -> WriteResult | Exception:
+    try:
+        return _resend(existing, event)
+    except Conflict as exc:
+        return exc
+
+
+async def ensure_partitions(
+    conn: AsyncConnection, events: Iterable[Mapping[str, Any]], lock_timeout: float
+) -> tuple[list[str], dict[dt.date, Exception]]:
+    """Create the months these events need. Returns (partitions created, month -> failure):
+    a month that cannot be created fails only its own events."""
+    created: list[str] = []
+    failed: dict[dt.date, Exception] = {}
+    months = {partitions.month_of(dt.date.fromisoformat(e["event_date"])) for e in events}
+    for month in sorted(months):
+        try:
+            if await partitions.ensure_month(conn, month, lock_timeout):
+                created.append(partitions.partition_name(month))
+        except Exception as exc:  # noqa: BLE001 — returned to the caller, per month
+            failed[month] = exc
+    return created, failed
+
+
+def month_of_event(event: Mapping[str, Any]) -> dt.date:
+    return partitions.month_of(dt.date.fromisoformat(event["event_date"]))
 
 
 async def insert_batch(

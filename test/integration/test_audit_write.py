@@ -371,3 +371,22 @@ def test_write_into_a_dropped_month_recreates_its_partition(api, db):
     assert _count(db, body["correlation_id"]) == 1
     metrics = api.get("/metrics").text
     assert 'datastorage_partition_created_total{trigger="write_path"}' in metrics
+
+
+def test_leap_second_timestamp_is_a_field_error_not_a_crash(api):
+    yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
+    response = api.post(EVENTS, json=make_event(event_timestamp=f"{yesterday}T23:59:60Z"))
+    assert response.status_code == 400
+    assert "event_timestamp" in response.json()["field_errors"]
+    notification = {
+        "remediation_id": "r",
+        "notification_id": f"n-{uuid.uuid4()}",
+        "recipient": "x",
+        "channel": "email",
+        "message_summary": "m",
+        "status": "sent",
+        "sent_at": f"{yesterday}T23:59:60Z",
+    }
+    response = api.post("/api/v1/audit/notifications", json=notification)
+    assert response.status_code == 400
+    assert "sent_at" in response.json()["field_errors"]

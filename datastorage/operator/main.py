@@ -1,0 +1,125 @@
+"""`datastorage operator`: the kopf sidecar (SPEC §1, §6.2, §10 "Operator details").
+
+One process runs three things on one event loop:
+
+- kopf, standalone (every pod runs its own operator; no peering objects are needed, the
+  handlers are idempotent), namespaced by default, with its liveness endpoint at
+  `http://0.0.0.0:<operator_health_port>/healthz`;
+- the partition maintenance loop (`maintenance.maintenance_loop`: first pass at start-up);
+- Prometheus metrics on `operator_metrics_port` (partition maintenance and reconcile families).
+
+Namespaces: `--namespace` (repeatable) / `DATASTORAGE_OPERATOR_NAMESPACES`, else the pod's own
+namespace as the service-account mount states it, else `default`. `--all-namespaces` watches
+the whole cluster (and then kopf also needs to list namespaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from datastorage.config import Settings
+from datastorage.operator import handlers
+from datastorage.operator.maintenance import maintenance_loop
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# The operator's own pool: a handful of connections is plenty for one reconcile at a time per
+# object, and it must not take connections from the API server's budget.
+OPERATOR_POOL_MAX = 4
+
+
+def own_namespace() -> str:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def kopf_settings(*, namespaced: bool) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = handlers.FINALIZER
+    # Only the Events we post on purpose (kopf.warn), not one per handler log line.
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING
+    # kopf normally scans namespaces and CRDs; a namespaced operator needs neither (and its
+    # RBAC grants neither).
+    settings.scanning.disabled = namespaced
+    return settings
+
+
+def build_registry(settings: Settings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, settings)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        # An explicit registry has none of kopf's default logins: in-cluster service account
+        # first, else $KUBECONFIG / ~/.kube/config, through the kubernetes client's loaders.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def open_catalog(memo: Any, logger: Any, **_: Any) -> None:
+        from datastorage.audit import AuditWriter
+        from datastorage.catalog import Catalog
+        from datastorage.store.pool import Database
+
+        pool_settings = settings.replace(
+            db_pool_min=1, db_pool_max=min(settings.db_pool_max, OPERATOR_POOL_MAX)
+        )
+        db = Database(pool_settings, application_name="datastorage-operator")
+        await db.open()
+        memo.db = db
+        memo.locks = handlers.new_locks()
+        memo.reconciler = handlers.WorkflowReconciler(Catalog(db, AuditWriter(settings, db)))
+        memo.maintenance = asyncio.get_running_loop().create_task(
+            maintenance_loop(settings), name="partition maintenance"
+        )
+
+    @kopf.on.cleanup(registry=registry)
+    async def close_catalog(memo: Any, **_: Any) -> None:
+        task = getattr(memo, "maintenance", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        db = getattr(memo, "db", None)
+        if db is not None:
+            await db.close()
+
+    return registry
+
+
+def run_operator(
+    settings: Settings, *, namespaces: Sequence[str] = (), all_namespaces: bool = False
+) -> int:
+    settings.require_database_url()
+    watched = [] if all_namespaces else list(namespaces) or [own_namespace()]
+    start_http_server(settings.operator_metrics_port)
+    log.info(
+        "operator starting: %s; metrics on :%d, liveness on :%d/healthz",
+        "all namespaces" if all_namespaces else "namespaces " + ", ".join(watched),
+        settings.operator_metrics_port,
+        settings.operator_health_port,
+    )
+    asyncio.run(
+        kopf.operator(
+            registry=build_registry(settings),
+            settings=kopf_settings(namespaced=not all_namespaces),
+            standalone=True,
+            clusterwide=all_namespaces,
+            namespaces=watched,
+            liveness_endpoint=f"http://0.0.0.0:{settings.operator_health_port}/healthz",
+            memo=kopf.Memo(),
+        )
+    )
+    log.info("operator stopped")
+    return 0
