@@ -77,26 +77,32 @@ class Stack:
         return url, str(kubeconfig)
 
     def _start_operator(self) -> None:
+        health_port = free_port()
         env = {
             **os.environ,
             "KUBECONFIG": self.kubeconfig,
             "DATASTORAGE_DATABASE_URL": self.database_url,
             "DATASTORAGE_OPERATOR_METRICS_PORT": str(free_port()),
-            "DATASTORAGE_OPERATOR_HEALTH_PORT": str(free_port()),
+            "DATASTORAGE_OPERATOR_HEALTH_PORT": str(health_port),
             "DATASTORAGE_LOG_FORMAT": "console",
+            "DATASTORAGE_LOG_LEVEL": "DEBUG",  # kopf reports its watch start at DEBUG only
         }
-        self._spawn(
+        proc = self._spawn(
             "operator",
             [sys.executable, "-m", "datastorage", "operator", "--namespace", "default"],
             env,
         )
         log = self.workdir / "operator.log"
+        import httpx
 
         def watching() -> None:
-            assert "remediationworkflows" in log.read_text(errors="replace").lower()
-            assert self.procs[-1].poll() is None, log.read_text()
+            assert proc.poll() is None, log.read_text(errors="replace")
+            assert "Starting the watch-stream for remediationworkflows" in log.read_text(
+                errors="replace"
+            )
+            httpx.get(f"http://127.0.0.1:{health_port}/healthz", timeout=1).raise_for_status()
 
-        eventually(watching, 30)
+        eventually(watching, 60)
 
     def environment(self) -> dict[str, str]:
         return {
