@@ -55,7 +55,13 @@ def _system_postgres(bin_dir: Path, root: Path) -> Iterator[str]:
             subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
         shutil.chown(root, "postgres", "postgres")
         for parent in [root.parent, *root.parent.parents]:
-            os.chmod(parent, os.stat(parent).st_mode | 0o001)  # let postgres traverse
+            mode = os.stat(parent).st_mode
+            if not mode & 0o001:  # the postgres user must be able to reach its data
+                print(
+                    f"note: adding o+x to {parent} so PostgreSQL (user postgres) can reach {root}",
+                    flush=True,
+                )
+                os.chmod(parent, mode | 0o001)
     if not (data / "PG_VERSION").exists():
         print(f"initialising PostgreSQL in {data} ...", flush=True)
         subprocess.run(
@@ -153,6 +159,9 @@ def run_dev(settings: Settings) -> int:
             shutdown_delay=0.0,
             log_format="console" if settings.log_format == "json" else settings.log_format,
         )
+        from datastorage.cli import setup_logging
+
+        setup_logging(settings)
         migrate(database_url, settings.partition_premake)
         _start_maintenance(settings)
         host = "localhost" if settings.http_host in ("0.0.0.0", "::") else settings.http_host

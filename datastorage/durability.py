@@ -50,7 +50,9 @@ async def start(ctx: AppContext, consumer: str) -> None:
     ctx.db.on_recovered.append(drain.database_recovered)
     ctx.writer.dlq = dlq
     ctx.writer.drain = drain
-    ctx.spawn(drain.run())
+    # Not in ctx.background: that set is work a shutdown waits for, the worker runs until
+    # stop() below ends it.
+    ctx.drain_task = asyncio.get_running_loop().create_task(drain.run())
 
 
 async def stop(ctx: AppContext) -> None:

@@ -23,6 +23,7 @@ class AppContext:
     writer: AuditWriter
     dlq: Any = None
     drain: Any = None
+    drain_task: asyncio.Task | None = None
     catalog: Any = None
     shutting_down: bool = False
     background: set[asyncio.Task] = field(default_factory=set)

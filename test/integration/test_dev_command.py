@@ -1,0 +1,48 @@
+"""`datastorage dev` (what `make run` runs): zero set-up, serves, Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+from support import REPO, eventually, free_port, make_event
+
+
+def test_dev_starts_its_own_database_serves_and_stops_on_ctrl_c(tmp_path):
+    port = free_port()
+    data_dir = tmp_path / "dev"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATASTORAGE_")}
+    env |= {"DATASTORAGE_HTTP_PORT": str(port), "DATASTORAGE_DEV_DATA_DIR": str(data_dir)}
+    log = tmp_path / "dev.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "datastorage", "dev"],
+        env=env,
+        cwd=REPO,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        eventually(
+            lambda: httpx.get(url + "/health/ready", timeout=1).status_code == 200, timeout=60
+        )
+        assert httpx.get(url + "/health/ready").json()["checks"]["dlq"]["status"] == "up"
+        body = make_event()
+        created = httpx.post(url + "/api/v1/audit/events", json=body)
+        assert created.status_code == 201
+        timeline = httpx.get(
+            url + "/api/v1/audit/events",
+            params={"correlation_id": body["correlation_id"], "order": "asc"},
+        )
+        assert [e["event_id"] for e in timeline.json()["data"]] == [created.json()["event_id"]]
+        assert "curl" in log.read_text() and f":{port}" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    assert code == 0, log.read_text()
+    assert (data_dir / "pg" / "data" / "PG_VERSION").exists()
+    postmaster = data_dir / "pg" / "data" / "postmaster.pid"
+    assert not postmaster.exists(), "PostgreSQL still running after Ctrl-C"
