@@ -140,9 +140,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "workers",
         "DATASTORAGE_WORKERS",
-        1,
+        os.cpu_count() or 1,
         _positive_int,
-        "server processes sharing the port (SO_REUSEPORT)",
+        "server processes sharing the port (SO_REUSEPORT); default: one per CPU",
     ),
     Setting(
         "db_pool_min", "DATASTORAGE_DB_POOL_MIN", 5, _non_negative_int, "connections kept open"

@@ -106,11 +106,24 @@ async def _run_uvicorn(settings: Settings) -> None:
     log.info("server stopped")
 
 
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when the supervisor dies (even by SIGKILL), so no
+    orphaned worker keeps serving the port."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _supervise(settings: Settings) -> int:
     """Start `workers` processes sharing the port; forward SIGTERM/SIGINT; exit when all do."""
     env = {**os.environ, "DATASTORAGE_WORKER_CHILD": "1"}
     children = [
-        subprocess.Popen([sys.executable, "-m", "datastorage", *sys.argv[1:]], env=env)
+        subprocess.Popen(
+            [sys.executable, "-m", "datastorage", *sys.argv[1:]],
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
         for _ in range(settings.workers)
     ]
 

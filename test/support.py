@@ -220,6 +220,8 @@ class ServerProcess:
             "DATASTORAGE_HTTP_HOST": "127.0.0.1",
             "DATASTORAGE_HTTP_PORT": str(self.port),
             "DATASTORAGE_SHUTDOWN_DELAY": "0",
+            # One process: the tests send signals to it and read its metrics.
+            "DATASTORAGE_WORKERS": "1",
             "DATASTORAGE_LOG_FORMAT": "console",
             **env,
         }
