@@ -80,8 +80,10 @@ _REPLAY_MERGE = sql.SQL(
     cols=_INSERT_COLUMNS,
     rcols=sql.SQL(", ").join(
         sql.SQL(
-            "COALESCE(r.parent_event_date, (SELECT p.event_date FROM audit_events p "
-            "WHERE p.event_id = r.parent_event_id LIMIT 1))"
+            # Look the parent up only for rows that have one (an index probe per partition).
+            "CASE WHEN r.parent_event_id IS NULL THEN NULL ELSE COALESCE(r.parent_event_date, "
+            "(SELECT p.event_date FROM audit_events p "
+            "WHERE p.event_id = r.parent_event_id LIMIT 1)) END"
         )
         if c == "parent_event_date"
         else sql.SQL("r.") + sql.Identifier(c)

@@ -82,7 +82,15 @@ def test_outage_is_absorbed_by_the_dlq_and_replayed_exactly_once(database, dlq_u
             assert first.status_code == 201
             ids = {first.json()["event_id"]}
             pg.stop()
-            for _ in range(300):
+            child = api.post(
+                EVENTS,
+                json=make_event(
+                    correlation_id=correlation, parent_event_id=first.json()["event_id"]
+                ),
+            )
+            assert child.status_code == 202
+            ids.add(child.json()["event_id"])
+            for _ in range(299):
                 response = api.post(EVENTS, json=make_event(correlation_id=correlation))
                 assert response.status_code == 202, response.text
                 body = response.json()
@@ -119,6 +127,11 @@ def test_outage_is_absorbed_by_the_dlq_and_replayed_exactly_once(database, dlq_u
             pg.start()
             eventually(lambda: _all_stored_once(url, correlation, ids), timeout=30, interval=0.5)
             with psycopg.connect(url) as conn:
+                parent_date = conn.execute(
+                    "SELECT parent_event_date FROM audit_events WHERE event_id = %s",
+                    (child.json()["event_id"],),
+                ).fetchone()[0]
+                assert parent_date is not None  # looked up when the queued child was replayed
                 assert (
                     conn.execute(
                         "SELECT count(*) FROM notification_audit WHERE notification_id = %s",
