@@ -348,3 +348,42 @@ def test_two_servers_draining_one_redis_dlq_insert_no_duplicates(database, redis
     finally:
         for server in servers:
             server.stop()
+
+
+def test_kill_9_under_load_loses_no_201_acknowledged_event(database, tmp_path):
+    """Group commit answers 201 only after the commit: killing the server mid-load (no DLQ,
+    so every acknowledgement is a 201) leaves every acknowledged id in the table."""
+    pg, url = database
+    server = ServerProcess({"DATASTORAGE_DATABASE_URL": url}, tmp_path)
+    correlation = f"gc-kill-{uuid.uuid4()}"
+    acked: set[str] = set()
+    unexpected: list[int] = []
+    stop = threading.Event()
+
+    def writer():
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post(EVENTS, json=make_event(correlation_id=correlation))
+                except httpx.TransportError:
+                    return  # the server is gone
+                if response.status_code != 201:
+                    unexpected.append(response.status_code)
+                else:
+                    acked.add(response.json()["event_id"])
+
+    threads = [threading.Thread(target=writer) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    try:
+        eventually(lambda: len(acked) >= 300, timeout=60)
+        server.signal(signal.SIGKILL)
+        server.wait(10)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert unexpected == []
+    counts = _stored_counts(url, correlation)
+    assert acked <= set(counts), f"{len(acked - set(counts))} acknowledged events missing"
+    assert set(counts.values()) == {1}
