@@ -257,9 +257,22 @@ def test_poison_entry_is_dead_lettered_and_does_not_block_others(database, dlq_u
 
 
 def test_sigterm_while_writing_loses_no_acknowledged_event(database, dlq_url, tmp_path):
+    _sigterm_while_writing(database, dlq_url, tmp_path, "hypercorn")
+
+
+def test_sigterm_while_writing_on_uvicorn(database, tmp_path):
+    _sigterm_while_writing(database, f"file://{tmp_path / 'spool'}", tmp_path, "uvicorn")
+
+
+def _sigterm_while_writing(database, dlq_url, tmp_path, server_kind: str) -> None:
     pg, url = database
     server = _server(
-        url, dlq_url, tmp_path, DATASTORAGE_SHUTDOWN_DELAY="1", DATASTORAGE_SHUTDOWN_TIMEOUT="10"
+        url,
+        dlq_url,
+        tmp_path,
+        DATASTORAGE_SHUTDOWN_DELAY="1",
+        DATASTORAGE_SHUTDOWN_TIMEOUT="10",
+        DATASTORAGE_SERVER=server_kind,
     )
     correlation = f"sigterm-{uuid.uuid4()}"
     acked: set[str] = set()
