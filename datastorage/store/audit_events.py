@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,15 +171,28 @@ class WriteResult:
     event: dict[str, Any]
 
 
-async def _ensure_partitions_for(
-    conn: AsyncConnection, events: Iterable[Mapping[str, Any]], lock_timeout: float
-) -> list[str]:
-    created = []
-    months = {partitions.month_of(dt.date.fromisoformat(e["event_date"])) for e in events}
-    for month in sorted(months):
-        if await partitions.ensure_month(conn, month, lock_timeout):
-            created.append(partitions.partition_name(month))
-    return created
+async def _with_partitions(
+    conn: AsyncConnection,
+    events: Sequence[Mapping[str, Any]],
+    lock_timeout: float,
+    on_partition_created: Any,
+    statement: Callable[[], Awaitable[Any]],
+) -> Any:
+    """Run `statement` in a transaction (a savepoint inside the caller's); if a month it writes
+    has no partition, create the months and run it once more."""
+    for attempt in (1, 2):
+        try:
+            async with conn.transaction():
+                return await statement()
+        except errors.CheckViolation as exc:
+            if attempt == 2 or not is_missing_partition(exc):
+                raise
+            created, failed = await ensure_partitions(conn, events, lock_timeout)
+            if created and on_partition_created:
+                on_partition_created(created)
+            if failed:
+                raise next(iter(failed.values())) from exc
+    raise AssertionError("unreachable")
 
 
 async def insert_event(
@@ -198,17 +211,12 @@ async def insert_event(
         existing = (await _fetch_by_ids(conn, [event["event_id"]])).get(event["event_id"])
         if existing is not None:
             return _resend(existing, event)
-    for attempt in (1, 2):
-        try:
-            cur = await conn.execute(_INSERT, _row_values(event), prepare=True)
-            row = await cur.fetchone()
-            break
-        except errors.CheckViolation as exc:
-            if attempt == 2 or not is_missing_partition(exc):
-                raise
-            created = await _ensure_partitions_for(conn, [event], lock_timeout)
-            if on_partition_created:
-                on_partition_created(created)
+
+    async def insert() -> Any:
+        cur = await conn.execute(_INSERT, _row_values(event), prepare=True)
+        return await cur.fetchone()
+
+    row = await _with_partitions(conn, [event], lock_timeout, on_partition_created, insert)
     if row is None:  # same (event_id, event_date) committed concurrently
         existing = (await _fetch_by_ids(conn, [event["event_id"]]))[event["event_id"]]
         return _resend(existing, event)
@@ -367,19 +375,12 @@ async def _copy_with_partitions(
     lock_timeout: float,
     on_partition_created: Any,
 ) -> None:
-    for attempt in (1, 2):
-        try:
-            # The savepoint lets a COPY that hit a missing partition be retried.
-            async with conn.transaction(), conn.cursor().copy(_COPY) as copy:
-                for event in events:
-                    await copy.write_row(_copy_row(event))
-            return
-        except errors.CheckViolation as exc:
-            if attempt == 2 or not is_missing_partition(exc):
-                raise
-            created = await _ensure_partitions_for(conn, events, lock_timeout)
-            if on_partition_created:
-                on_partition_created(created)
+    async def copy_rows() -> None:
+        async with conn.cursor().copy(_COPY) as copy:
+            for event in events:
+                await copy.write_row(_copy_row(event))
+
+    await _with_partitions(conn, events, lock_timeout, on_partition_created, copy_rows)
 
 
 async def replay_events(
@@ -396,17 +397,13 @@ async def replay_events(
         async with conn.cursor().copy(_COPY_REPLAY) as copy:
             for event in events:
                 await copy.write_row(_copy_row(event))
-        for attempt in (1, 2):
-            try:
-                async with conn.transaction():
-                    await conn.execute(_REPLAY_MERGE)
-                return
-            except errors.CheckViolation as exc:
-                if attempt == 2 or not is_missing_partition(exc):
-                    raise
-                created = await _ensure_partitions_for(conn, events, lock_timeout)
-                if on_partition_created:
-                    on_partition_created(created)
+        await _with_partitions(
+            conn,
+            events,
+            lock_timeout,
+            on_partition_created,
+            lambda: conn.execute(_REPLAY_MERGE),
+        )
 
 
 async def get_event(conn: AsyncConnection, event_id: str) -> dict[str, Any] | None:

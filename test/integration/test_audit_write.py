@@ -390,3 +390,16 @@ def test_leap_second_timestamp_is_a_field_error_not_a_crash(api):
     response = api.post("/api/v1/audit/notifications", json=notification)
     assert response.status_code == 400
     assert "sent_at" in response.json()["field_errors"]
+
+
+def test_batch_into_a_dropped_month_recreates_its_partition(api, db):
+    moment = dt.datetime.now(dt.UTC) - dt.timedelta(days=6, hours=23)
+    name = f"audit_events_{moment.year:04d}_{moment.month:02d}"
+    db.execute(f"DROP TABLE IF EXISTS {name}")
+    correlation = f"batch-month-{uuid.uuid4()}"
+    stamp = moment.isoformat().replace("+00:00", "Z")
+    events = [make_event(correlation_id=correlation, event_timestamp=stamp) for _ in range(3)]
+    response = api.post(BATCH, json=events)
+    assert response.status_code == 201, response.text
+    assert db.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
+    assert _count(db, correlation) == 3
