@@ -59,35 +59,19 @@ API_COLUMNS: tuple[str, ...] = (
     "created_by",
     "updated_by",
 )
-# What a create may set (the rest is server-maintained: id, latest flag, counters, stamps).
-INSERT_COLUMNS: tuple[str, ...] = (
-    "workflow_name",
-    "version",
-    "name",
-    "description",
-    "content",
-    "content_hash",
-    "labels",
-    "custom_labels",
-    "detected_labels",
-    "parameters",
-    "execution_engine",
-    "container_image",
-    "container_digest",
-    "owner",
-    "maintainer",
-    "status",
-    "status_reason",
-    "disabled_at",
-    "disabled_by",
-    "disabled_reason",
-    "deprecation_notice",
-    "approved_by",
-    "approved_at",
-    "version_notes",
-    "created_by",
-    "updated_by",
+# What a create may set; the rest is server-maintained (id, latest flag, counters, stamps).
+_SERVER_MAINTAINED = frozenset(
+    {
+        "workflow_id",
+        "is_latest_version",
+        "total_executions",
+        "successful_executions",
+        "success_rate",
+        "created_at",
+        "updated_at",
+    }
 )
+INSERT_COLUMNS: tuple[str, ...] = tuple(c for c in API_COLUMNS if c not in _SERVER_MAINTAINED)
 # What an update may set: the PATCH-able fields plus the disable stamp they imply.
 UPDATE_COLUMNS: tuple[str, ...] = (
     "status",
