@@ -17,7 +17,7 @@ run: venv
 	$(VENV)/bin/datastorage dev
 
 test: deps tools
-	$(PYTEST) -n $(NPROC) --dist loadgroup test/unit test/integration test/operator test/chart
+	$(PYTEST) -n $(NPROC) --dist loadgroup --durations=15 test/unit test/integration test/operator test/chart
 	$(MAKE) e2e-local
 
 test-unit: venv
