@@ -76,7 +76,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.workers:
         settings = settings.replace(workers=args.workers)
     settings.require_database_url()
-    return serve(settings)
+    return serve(settings, worker_process=args.worker_process)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API server")
     serve.add_argument("--server", choices=["hypercorn", "uvicorn"])
     serve.add_argument("--workers", type=int)
+    serve.add_argument("--worker-process", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("dev", help="all-in-one local service with its own PostgreSQL").set_defaults(

@@ -157,6 +157,7 @@ def run_dev(settings: Settings) -> int:
             database_password_file=None,
             dlq_url=settings.dlq_url or f"file://{data_dir / 'dlq'}",
             shutdown_delay=0.0,
+            workers=1,  # one process tree that Ctrl-C stops
             log_format="console" if settings.log_format == "json" else settings.log_format,
         )
         from datastorage.cli import setup_logging

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -21,8 +20,10 @@ from datastorage.config import Settings
 log = logging.getLogger(__name__)
 
 
-def serve(settings: Settings) -> int:
-    if settings.workers > 1 and os.environ.get("DATASTORAGE_WORKER_CHILD") != "1":
+def serve(settings: Settings, *, worker_process: bool = False) -> int:
+    """Serve until SIGTERM/SIGINT. `worker_process`: this is one of several processes started
+    by `_supervise`; it binds with SO_REUSEPORT."""
+    if settings.workers > 1 and not worker_process:
         return _supervise(settings)
     runner = _run_uvicorn if settings.server == "uvicorn" else _run_hypercorn
     try:
@@ -117,11 +118,9 @@ def _die_with_parent() -> None:
 
 def _supervise(settings: Settings) -> int:
     """Start `workers` processes sharing the port; forward SIGTERM/SIGINT; exit when all do."""
-    env = {**os.environ, "DATASTORAGE_WORKER_CHILD": "1"}
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "datastorage", *sys.argv[1:]],
-            env=env,
+            [sys.executable, "-m", "datastorage", *sys.argv[1:], "--worker-process"],
             preexec_fn=_die_with_parent,
         )
         for _ in range(settings.workers)
