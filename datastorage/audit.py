@@ -91,7 +91,9 @@ class AuditWriter:
             return Outcome("created", [result.event])
         return Outcome("duplicate", [result.event])
 
-    async def write_batch(self, events: list[dict[str, Any]]) -> tuple[Outcome, list[int]]:
+    async def write_batch(
+        self, events: list[dict[str, Any]], client_ids: set[str]
+    ) -> tuple[Outcome, list[int]]:
         """Returns the outcome and the batch positions whose event_id conflicts (then nothing
         was stored)."""
         started = time.perf_counter()
@@ -100,6 +102,7 @@ class AuditWriter:
                 inserted, conflicts = await audit_events.insert_batch(
                     conn,
                     events,
+                    client_ids=client_ids,
                     lock_timeout=self.settings.partition_lock_timeout,
                     on_partition_created=_partition_created,
                 )
@@ -115,11 +118,15 @@ class AuditWriter:
 
     def _count_success(self, events: list[dict[str, Any]]) -> None:
         now = dt.datetime.now(dt.UTC)
+        by_service: dict[str, list[dict[str, Any]]] = {}
         for event in events:
-            service = emitting_service(event)
-            AUDIT_TRACES.labels(service, "success").inc()
-            stamp = dt.datetime.fromisoformat(event["event_timestamp"].replace("Z", "+00:00"))
-            AUDIT_LAG.labels(service).observe(max((now - stamp).total_seconds(), 0.0))
+            by_service.setdefault(emitting_service(event), []).append(event)
+        for service, group in by_service.items():
+            AUDIT_TRACES.labels(service, "success").inc(len(group))
+            lag = AUDIT_LAG.labels(service)
+            for event in group:
+                stamp = dt.datetime.fromisoformat(event["event_timestamp"])
+                lag.observe(max((now - stamp).total_seconds(), 0.0))
 
     # -- notifications ----------------------------------------------------------------------
 

@@ -96,6 +96,7 @@ async def create_batch(request: Request) -> Response:
         raise validation_error({"body": f"must have at most {ctx.settings.max_batch_items} items"})
     errors = ctx.validator.body_errors("createAuditEventBatch", body)
     events: list[dict[str, Any]] = []
+    client_ids: set[str] = set()
     seen: dict[str, int] = {}
     for index, item in enumerate(body):
         prefix = f"[{index}]."
@@ -112,11 +113,13 @@ async def create_batch(request: Request) -> Response:
             )
             count_failure("[].event_id", "duplicate")
         seen[event["event_id"]] = index
+        if item.get("event_id"):
+            client_ids.add(event["event_id"])
         events.append(event)
     if errors:
         raise validation_error(errors, f"{len(errors)} field(s) failed validation; nothing stored")
     try:
-        outcome, conflicts = await ctx.writer.write_batch(events)
+        outcome, conflicts = await ctx.writer.write_batch(events, client_ids)
     except audit_events.UnknownParent as exc:
         raise validation_error(
             {

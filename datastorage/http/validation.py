@@ -188,12 +188,39 @@ def decode_json(raw: bytes, max_depth: int) -> Any:
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise Problem(400, "invalid-json", f"request body is not valid JSON: {exc}") from exc
-    field_errors = _storable_errors(value, max_depth)
+    field_errors = _storable_errors(value, max_depth) if _needs_walk(raw, value, max_depth) else {}
     if field_errors:
         for field, message in field_errors.items():
             count_failure(field, "depth" if "nesting" in message else "unstorable")
         raise validation_error(field_errors)
     return value
+
+
+# NUL and lone surrogates can only arrive as \u escapes (strict JSON has no raw control
+# characters in strings, and valid UTF-8 has no surrogates): without such an escape in the
+# bytes, no string needs checking.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _needs_walk(raw: bytes, value: Any, max_depth: int) -> bool:
+    """Cheap screens before the full walk that names offending paths."""
+    if _SUSPECT_ESCAPE.search(raw):
+        return True
+    if raw.count(b"{") + raw.count(b"[") <= max_depth:  # cannot nest that deep
+        return False
+    return _deeper_than(value, max_depth)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 0)] if isinstance(value, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth >= limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _storable_errors(value: Any, max_depth: int) -> dict[str, str]:

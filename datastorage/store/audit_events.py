@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,23 +73,9 @@ _REPLAY_TEMP = sql.SQL(
 )
 _COPY_REPLAY = sql.SQL("COPY replay_events ({cols}) FROM STDIN").format(cols=_INSERT_COLUMNS)
 _REPLAY_MERGE = sql.SQL(
-    "INSERT INTO audit_events ({cols}) "
-    "SELECT {rcols} FROM replay_events r ORDER BY r.event_timestamp "
-    "ON CONFLICT (event_id, event_date) DO NOTHING"
-).format(
-    cols=_INSERT_COLUMNS,
-    rcols=sql.SQL(", ").join(
-        sql.SQL(
-            # Look the parent up only for rows that have one (an index probe per partition).
-            "CASE WHEN r.parent_event_id IS NULL THEN NULL ELSE COALESCE(r.parent_event_date, "
-            "(SELECT p.event_date FROM audit_events p "
-            "WHERE p.event_id = r.parent_event_id LIMIT 1)) END"
-        )
-        if c == "parent_event_date"
-        else sql.SQL("r.") + sql.Identifier(c)
-        for c in _COLUMN_NAMES
-    ),
-)
+    "INSERT INTO audit_events ({cols}) SELECT {cols} FROM replay_events "
+    "ORDER BY event_timestamp ON CONFLICT (event_id, event_date) DO NOTHING"
+).format(cols=_INSERT_COLUMNS)
 
 
 class UnknownParent(ValueError):
@@ -141,8 +127,11 @@ async def _fetch_by_ids(conn: AsyncConnection, ids: list[str]) -> dict[str, dict
     return {str(row["event_id"]): row_to_event(row) for row in await cur.fetchall()}
 
 
-async def _attach_parent_dates(conn: AsyncConnection, events: Sequence[dict[str, Any]]) -> None:
-    """Fill parent_event_date from stored parents or parents earlier in the same batch."""
+async def _attach_parent_dates(
+    conn: AsyncConnection, events: Sequence[dict[str, Any]], *, strict: bool = True
+) -> None:
+    """Fill parent_event_date from stored parents or parents in the same batch. `strict`:
+    a parent that is not stored raises UnknownParent (a replay stores the event anyway)."""
     in_batch = {e["event_id"]: e["event_date"] for e in events}
     wanted = [
         e["parent_event_id"]
@@ -161,7 +150,7 @@ async def _attach_parent_dates(conn: AsyncConnection, events: Sequence[dict[str,
             if date is None:
                 missing.append(index)
             event["parent_event_date"] = date
-    if missing:
+    if missing and strict:
         raise UnknownParent(missing)
 
 
@@ -348,14 +337,17 @@ async def insert_batch(
     conn: AsyncConnection,
     events: list[dict[str, Any]],
     *,
+    client_ids: Collection[str],
     lock_timeout: float,
     on_partition_created: Any = None,
 ) -> tuple[int, list[int]]:
-    """Store a batch atomically with COPY. Items whose event_id is already stored with the same
-    content are skipped (idempotent resend). Returns (rows inserted, indexes in conflict)."""
+    """Store a batch atomically with COPY. Items whose client-chosen event_id is already stored
+    with the same content are skipped (idempotent resend); ids the server generated cannot be
+    stored yet. Returns (rows inserted, indexes in conflict)."""
     async with conn.transaction():
         await _attach_parent_dates(conn, events)
-        existing = await _fetch_by_ids(conn, [e["event_id"] for e in events])
+        chosen = [e["event_id"] for e in events if e["event_id"] in client_ids]
+        existing = await _fetch_by_ids(conn, chosen) if chosen else {}
         conflicts = [
             i
             for i, e in enumerate(events)
@@ -390,19 +382,23 @@ async def replay_events(
     lock_timeout: float,
     on_partition_created: Any = None,
 ) -> None:
-    """Idempotent bulk insert for DLQ replay: COPY into a temp table, then INSERT ... ON CONFLICT
-    DO NOTHING keyed by (event_id, event_date). One transaction."""
+    """Idempotent bulk insert for DLQ replay, one transaction. Fast path: COPY straight into
+    audit_events. A record that is already stored (replayed again after a crash between commit
+    and acknowledgement) makes that COPY fail as a whole; the batch then goes through a temp
+    table and INSERT ... ON CONFLICT DO NOTHING keyed by (event_id, event_date)."""
     async with conn.transaction():
+        await _attach_parent_dates(conn, events, strict=False)
+        try:
+            await _copy_with_partitions(conn, events, lock_timeout, on_partition_created)
+            return
+        except errors.UniqueViolation:
+            pass
         await conn.execute(_REPLAY_TEMP)
         async with conn.cursor().copy(_COPY_REPLAY) as copy:
             for event in events:
                 await copy.write_row(_copy_row(event))
         await _with_partitions(
-            conn,
-            events,
-            lock_timeout,
-            on_partition_created,
-            lambda: conn.execute(_REPLAY_MERGE),
+            conn, events, lock_timeout, on_partition_created, lambda: conn.execute(_REPLAY_MERGE)
         )
 
 
