@@ -306,7 +306,7 @@ def _sigterm_while_writing(database, dlq_url, tmp_path, server_kind: str) -> Non
         stop.set()
         for thread in threads:
             thread.join(30)
-    assert set(statuses) <= {201, 202}, set(statuses)
+    assert set(statuses) <= {201, 202}, server.log()
     server.start()
     try:
         eventually(lambda: _all_stored_once(url, correlation, acked), timeout=30)
