@@ -27,10 +27,6 @@ class StoreError(Exception):
     """Base of the store's domain errors."""
 
 
-class NotFound(StoreError):
-    pass
-
-
 class Conflict(StoreError):
     pass
 

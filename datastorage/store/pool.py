@@ -69,10 +69,6 @@ class Database:
     async def close(self) -> None:
         await self.pool.close(timeout=5)
 
-    @property
-    def is_down(self) -> bool:
-        return self._down_since is not None
-
     def _open_breaker(self, reason: str) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
