@@ -1,0 +1,873 @@
+"""The five benchmark scenarios. Each measures the service and the raw database path for the
+same work in the same run, against the same table and indexes, and returns report rows.
+
+Every throughput measurement starts from an empty audit_events (TRUNCATE + CHECKPOINT) and,
+for the service, after a short warm-up (pool filled, statements prepared). CPU of the server
+tree, of PostgreSQL and of the client is recorded for every window, so each row can say where
+the time went (application vs database CPU per event).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen  # noqa: E402
+import seed  # noqa: E402
+from payload import COLUMNS  # noqa: E402
+from procs import CpuWindow, run_child  # noqa: E402
+from report import Row, latency_ratio, latency_summary  # noqa: E402
+from stack import Stack  # noqa: E402
+
+RAW_SCRIPT = str(Path(__file__).resolve().parent / "raw.py")
+EVENTS_PATH = "/api/v1/audit/events"
+BATCH_PATH = "/api/v1/audit/events/batch"
+SEARCH_PATH = "/api/v1/workflows/search"
+
+
+@dataclass
+class Options:
+    scenarios: tuple[int, ...] = (1, 2, 3, 4, 5)
+    duration: float = 20.0
+    warmup: float = 3.0
+    rows: int = 1_000_000
+    correlations: int = 50_000
+    dlq_events: int = 100_000
+    dlq_backends: tuple[str, ...] = ("redis", "file")
+    workers: int | None = None
+    servers: tuple[str, ...] = ("hypercorn", "uvicorn")
+    client: str = "auto"
+    query_runs: int = 200
+    query_budget: float = 30.0
+    workflows: int = 10_000
+    searches: int = 1_000
+    raw_copy_format: str = "binary"
+    single_concurrency: int = 50
+    raw_connections: int = 25
+    batch_concurrency: int = 2
+    batch_size: int = 1000
+
+
+@dataclass
+class Bench:
+    stack: Stack
+    options: Options
+    log_dir: Path
+    progress: Any = print
+
+    def server_label(self, server: str) -> str:
+        return f"{server}, workers={self.options.workers or default_workers()}"
+
+    def raw(self, mode: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """A raw baseline in its own process, with PostgreSQL's CPU over the same window."""
+        cpu = CpuWindow(None, self.stack.postgres_pid).start()
+        child = run_child(
+            [sys.executable, RAW_SCRIPT, mode],
+            spec={"url": self.stack.database_url, **spec},
+            timeout=timeout,
+            log_path=self.log_dir / "raw.log",
+        )
+        cpu.stop()
+        return {
+            **child.output,
+            "client_cpu_seconds": round(child.cpu_seconds, 3),
+            "cpu": cpu.as_dict(child.cpu_seconds),
+        }
+
+    def count_events(self) -> int:
+        with self.stack.connect() as conn:
+            return conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+
+
+def default_workers() -> str:
+    """What `datastorage serve` runs without --workers (DATASTORAGE_WORKERS or its default)."""
+    try:
+        from datastorage.config import load_settings
+
+        return str(load_settings().workers)
+    except Exception:  # noqa: BLE001 — a label only
+        return "default"
+
+
+# A window where processes outside the benchmark used more than this share of the machine
+# (other test runs on a shared machine) is flagged in the notes.
+NOISE_THRESHOLD = 0.10
+
+
+def _cpu_notes(load: dict[str, Any], cpu: CpuWindow, events: int, raw: dict[str, Any]) -> list[str]:
+    notes = [
+        f"{load['client']} client {load['client_cpu_fraction_of_one_core'] * 100:.0f}% of a core"
+    ]
+    if events:
+        notes.append(
+            f"CPU/event app {cpu.server_seconds / events * 1e3:.2f} ms, "
+            f"pg {cpu.postgres_seconds / events * 1e3:.2f} ms"
+        )
+    return notes + _noise_notes(cpu.other_fraction(load["client_cpu_seconds"]), raw)
+
+
+def _noise_notes(service_other: float, raw: dict[str, Any] | None) -> list[str]:
+    raw_other = (raw or {}).get("cpu", {}).get("other_processes_fraction", 0.0)
+    if max(service_other, raw_other) <= NOISE_THRESHOLD:
+        return []
+    return [f"NOISY: other processes took {service_other:.0%} / {raw_other:.0%} of CPU (svc/raw)"]
+
+
+def _load_window(bench: Bench, server_pid: int, url: str, path: str, **kwargs: Any):
+    cpu = CpuWindow(server_pid, bench.stack.postgres_pid).start()
+    load = loadgen.run_load(
+        url, path, client=bench.options.client, log_path=bench.log_dir / "client.log", **kwargs
+    )
+    cpu.stop()
+    return load, cpu
+
+
+# ---- 1. single-event POST -------------------------------------------------------------------
+
+
+def single_event(bench: Bench) -> list[Row]:
+    opts = bench.options
+    bench.stack.reset_events()
+    bench.progress(f"[1] raw: one INSERT per commit, {opts.raw_connections} connections")
+    raw = bench.raw(
+        "insert",
+        {
+            "connections": opts.raw_connections,
+            "duration": opts.duration,
+            "max_rows": int(opts.duration * 50_000),
+        },
+        timeout=opts.duration + 120,
+    )
+    rows = []
+    for server in opts.servers:
+        if server == "uvicorn" and not _importable("uvicorn"):
+            rows.append(
+                Row(
+                    f"1. single POST c={opts.single_concurrency} (uvicorn)",
+                    "info",
+                    notes=["skipped: uvicorn not installed (pip install -e '.[test]')"],
+                )
+            )
+            continue
+        bench.progress(f"[1] {server}: POST {EVENTS_PATH} at concurrency {opts.single_concurrency}")
+        process = bench.stack.start_server(server, opts.workers)
+        try:
+            loadgen.run_load(
+                process.url,
+                EVENTS_PATH,
+                client=opts.client,
+                concurrency=opts.single_concurrency,
+                duration=opts.warmup,
+            )
+            bench.stack.reset_events()
+            load, cpu = _load_window(
+                bench,
+                process.proc.pid,
+                process.url,
+                EVENTS_PATH,
+                concurrency=opts.single_concurrency,
+                duration=opts.duration,
+                max_requests=int(opts.duration * 50_000),
+            )
+            stored = bench.count_events()
+        finally:
+            bench.stack.stop_server(process)
+        acked = sum(n for code, n in load["codes"].items() if code in ("201", "202"))
+        notes = [f"non-2xx {load['non_2xx']}"]
+        if load["transport_errors"]:
+            notes.append(f"transport errors {load['transport_errors']}")
+        if stored < acked:
+            notes.append(f"LOST: {acked} acknowledged, {stored} stored")
+        notes += _cpu_notes(load, cpu, load["events"], raw)
+        rows.append(
+            Row(
+                f"1. single POST c={opts.single_concurrency} ({bench.server_label(server)})",
+                "throughput",
+                "events/s",
+                rate=load["rate_events"],
+                p50_ms=load["latency_ms"]["p50"],
+                p99_ms=load["latency_ms"]["p99"],
+                raw_rate=raw["rate"],
+                raw_p50_ms=raw["latency_ms"]["p50"],
+                raw_p99_ms=raw["latency_ms"]["p99"],
+                notes=notes,
+                details={
+                    "service": load,
+                    "cpu": cpu.as_dict(load["client_cpu_seconds"]),
+                    "stored": stored,
+                    "raw": raw,
+                    "raw_kind": f"INSERT per commit, {opts.raw_connections} conns",
+                },
+            )
+        )
+    return rows
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+# ---- 2. batch POST --------------------------------------------------------------------------
+
+
+def batch(bench: Bench) -> list[Row]:
+    opts = bench.options
+    streams = opts.batch_concurrency
+    bench.stack.reset_events()
+    bench.progress(
+        f"[2] raw: {opts.raw_copy_format} COPY of {opts.batch_size}-row batches, {streams} streams"
+    )
+    raw = bench.raw(
+        "copy",
+        {
+            "streams": streams,
+            "batch": opts.batch_size,
+            "duration": opts.duration,
+            "format": opts.raw_copy_format,
+        },
+        timeout=opts.duration + 120,
+    )
+    bench.progress(
+        f"[2] hypercorn: POST {BATCH_PATH} of {opts.batch_size} at concurrency {streams}"
+    )
+    process = bench.stack.start_server("hypercorn", opts.workers)
+    try:
+        loadgen.run_load(
+            process.url,
+            BATCH_PATH,
+            client=opts.client,
+            concurrency=streams,
+            duration=opts.warmup,
+            batch=opts.batch_size,
+        )
+        bench.stack.reset_events()
+        load, cpu = _load_window(
+            bench,
+            process.proc.pid,
+            process.url,
+            BATCH_PATH,
+            concurrency=streams,
+            duration=opts.duration,
+            batch=opts.batch_size,
+            max_requests=int(opts.duration * 100),
+        )
+        stored = bench.count_events()
+    finally:
+        bench.stack.stop_server(process)
+    notes = [f"non-2xx {load['non_2xx']}", f"raw = {opts.raw_copy_format} COPY"]
+    notes += _cpu_notes(load, cpu, load["events"], raw)
+    return [
+        Row(
+            f"2. batch POST {opts.batch_size} c={streams} ({bench.server_label('hypercorn')})",
+            "throughput",
+            "events/s",
+            rate=load["rate_events"],
+            p50_ms=load["latency_ms"]["p50"],
+            p99_ms=load["latency_ms"]["p99"],
+            raw_rate=raw["rate"],
+            raw_p50_ms=raw["latency_ms"]["p50"],
+            raw_p99_ms=raw["latency_ms"]["p99"],
+            notes=notes,
+            details={
+                "service": load,
+                "cpu": cpu.as_dict(load["client_cpu_seconds"]),
+                "stored": stored,
+                "raw": raw,
+            },
+        )
+    ]
+
+
+# ---- 3. DLQ replay --------------------------------------------------------------------------
+
+
+def dlq_replay(bench: Bench) -> list[Row]:
+    opts = bench.options
+    total = max(opts.batch_size, opts.dlq_events // opts.batch_size * opts.batch_size)
+    bench.stack.reset_events()
+    bench.progress(
+        f"[3] raw: {opts.raw_copy_format} COPY of {total:,} rows in "
+        f"{opts.batch_size}-row batches, 1 stream"
+    )
+    raw = bench.raw(
+        "copy",
+        {
+            "streams": 1,
+            "batch": opts.batch_size,
+            "total_rows": total,
+            "format": opts.raw_copy_format,
+        },
+        timeout=total / 100 + 120,
+    )
+    rows = []
+    for backend in opts.dlq_backends:
+        rows.append(_replay_one(bench, backend, total, raw))
+    return rows
+
+
+def _dlq_url(bench: Bench, backend: str) -> str:
+    if backend == "redis":
+        return bench.stack.start_redis().url
+    spool = bench.log_dir / f"spool-{time.monotonic_ns()}.db"
+    return f"file://{spool}"
+
+
+def _replay_one(bench: Bench, backend: str, total: int, raw: dict[str, Any]) -> Row:
+    opts = bench.options
+    stack = bench.stack
+    assert stack.pg is not None
+    label = f"3. DLQ replay {total:,} ({backend}, {bench.server_label('hypercorn')})"
+    stack.reset_events()
+    process = stack.start_server(
+        "hypercorn", opts.workers, DATASTORAGE_DLQ_URL=_dlq_url(bench, backend)
+    )
+    try:
+        bench.progress(f"[3] {backend}: PostgreSQL stopped; queueing {total:,} events")
+        stack.pg.stop()
+        enqueue = loadgen.run_python_load(
+            process.url,
+            BATCH_PATH,
+            concurrency=2,
+            duration=max(600.0, total / 50),
+            batch=opts.batch_size,
+            max_requests=total // opts.batch_size,
+            log_path=bench.log_dir / "client.log",
+        )
+        queued = enqueue["codes"].get("202", 0) * opts.batch_size
+        depth = _dlq_depth(process.url)
+        bench.progress(
+            f"[3] {backend}: {queued:,} queued (202) in {enqueue['seconds']:.1f} s; "
+            "starting PostgreSQL"
+        )
+        cpu = CpuWindow(process.proc.pid, None).start()
+        stack.pg.start()
+        pg_up = time.monotonic()
+        pg_cpu = CpuWindow(None, stack.postgres_pid).start()  # a new postmaster
+        first_row, first_count, done, count = _wait_for_rows(
+            bench, queued, timeout=max(120.0, total / 500)
+        )
+        cpu.stop()
+        cpu.postgres_seconds = pg_cpu.stop().postgres_seconds
+    finally:
+        stack.ensure_postgres_running()
+        stack.stop_server(process)
+    notes = [f"enqueue 202s {enqueue['codes'].get('202', 0)}/{total // opts.batch_size}"]
+    if enqueue["non_2xx"] or enqueue["codes"].get("201"):
+        notes.append(f"enqueue codes {enqueue['codes']}")
+    details: dict[str, Any] = {
+        "enqueue": enqueue,
+        "dlq_depth_before": depth,
+        "raw": raw,
+        "stored": count,
+        "cpu": cpu.as_dict(),
+    }
+    if done is None or first_row is None:
+        notes.append(f"TIMEOUT: {count:,} of {queued:,} stored")
+        return Row(
+            label, "throughput", "events/s", raw_rate=raw["rate"], notes=notes, details=details
+        )
+    # From the first committed replay batch to the last: rows committed in that span.
+    replay_seconds = max(done - first_row, 1e-6)
+    replayed_in_span = count - first_count
+    end_to_end = done - pg_up
+    if replayed_in_span < count / 2:  # most of it landed between two polls: use end to end
+        replay_seconds, replayed_in_span = end_to_end, count
+        notes.append("replay rate = end to end (faster than the poll)")
+    notes.append(f"PG up -> first row {first_row - pg_up:.1f} s (drain backoff)")
+    notes.append(f"end-to-end {queued / end_to_end:,.0f} ev/s")
+    notes.append("stored exactly once" if count == queued else f"STORED {count:,} != {queued:,}")
+    if count:
+        notes.append(
+            f"CPU/event app {cpu.server_seconds / count * 1e3:.2f} ms, "
+            f"pg {cpu.postgres_seconds / count * 1e3:.2f} ms"
+        )
+    details |= {
+        "first_row_after_s": first_row - pg_up,
+        "replay_seconds": replay_seconds,
+        "end_to_end_seconds": end_to_end,
+    }
+    notes += _noise_notes(cpu.other_fraction(), raw)
+    return Row(
+        label,
+        "throughput",
+        "events/s",
+        rate=replayed_in_span / replay_seconds,
+        raw_rate=raw["rate"],
+        notes=notes,
+        details=details,
+    )
+
+
+def _dlq_depth(url: str) -> Any:
+    try:
+        return httpx.get(url + "/api/v1/admin/dlq", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"error": str(exc)}
+
+
+def _wait_for_rows(bench: Bench, expected: int, timeout: float):
+    """Poll count(*) every 0.1 s: (time rows were first seen, how many, time all were there,
+    final count)."""
+    deadline = time.monotonic() + timeout
+    first_row = None
+    first_count = 0
+    count = 0
+    conn = None
+    while time.monotonic() < deadline:
+        try:
+            if conn is None:
+                conn = bench.stack.connect()
+            count = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+        except Exception:  # noqa: BLE001 — PostgreSQL is still recovering
+            conn = None
+        now = time.monotonic()
+        if count and first_row is None:
+            first_row, first_count = now, count
+        if count >= expected:
+            if conn is not None:
+                time.sleep(1.0)  # duplicates would show up now
+                count = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+                conn.close()
+            return first_row, first_count, now, count
+        time.sleep(0.1)
+    if conn is not None:
+        conn.close()
+    return first_row, first_count, None, count
+
+
+# ---- 4. queries -----------------------------------------------------------------------------
+
+_SELECT_LIST = ", ".join([*COLUMNS, "created_at"])
+
+
+@dataclass
+class QueryCase:
+    """One query shape, as HTTP requests and as the SQL the service runs for them."""
+
+    name: str
+    requests: list[dict[str, Any]]  # for loadgen.run_sequence
+    raw_statements: list[tuple[str, list[str]]]  # SQL with named params, one snapshot per run
+    raw_runs: list[dict[str, Any]]
+    role: str = ""  # "containment" | "page1" | "deep_cursor": rows that get extra notes
+
+
+def _event_query_sql(
+    filters: dict[str, str],
+    *,
+    since: bool = False,
+    until: bool = False,
+    data: bool = False,
+    cursor: bool = False,
+    descending: bool = True,
+    limit: int = 50,
+    offset: int = 0,
+    count_limit: int = 10_000,
+) -> list[tuple[str, list[str]]]:
+    """The page and the capped count, as store.audit_events.query_events builds them."""
+    clauses, names = [], []
+    for name in filters:
+        clauses.append(f"{name} = %s")
+        names.append(name)
+    if since:
+        clauses.append("event_timestamp >= %s::timestamptz AND event_date >= %s::date")
+        names += ["since", "since_date"]
+    if until:
+        clauses.append("event_timestamp <= %s::timestamptz AND event_date <= %s::date")
+        names += ["until", "until_date"]
+    if data:
+        clauses.append("event_data @> %s::jsonb")
+        names.append("event_data")
+    where = " AND ".join(clauses) or "TRUE"
+    page_where, page_names = where, list(names)
+    if cursor:
+        op = "<" if descending else ">"
+        page_where += f" AND (event_timestamp, event_id) {op} (%s::timestamptz, %s::uuid)"
+        page_names += ["cursor_ts", "cursor_id"]
+    direction = "DESC" if descending else "ASC"
+    page = (
+        f"SELECT {_SELECT_LIST} FROM audit_events WHERE {page_where} "
+        f"ORDER BY event_timestamp {direction}, event_id {direction} LIMIT {limit + 1} OFFSET {offset}"
+    )
+    count = (
+        f"SELECT count(*) FROM (SELECT 1 FROM audit_events WHERE {where} "
+        f"LIMIT {count_limit + 1}) AS capped"
+    )
+    return [(page, page_names), (count, names)]
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+BROAD_FILTER = {"event_category": "gateway"}
+PAGE_SIZE = 100
+DEEP_PAGE = 1000
+
+
+def _events_url(**params: Any) -> str:
+    return f"{EVENTS_PATH}?{urlencode(params)}"
+
+
+def _query_cases(
+    bench: Bench, data: seed.EventData, cursor_token: str, cursor_row, deep_page: int
+) -> list[QueryCase]:
+    """The query shapes of scenario 4, with per-run parameters drawn from a fixed seed."""
+    rng = random.Random(20240601)
+    runs = bench.options.query_runs
+    cases = []
+
+    sample = rng.sample(range(data.correlations), min(runs, data.correlations))
+    correlations = [data.correlation_id(i) for i in sample]
+    for order in ("asc", "desc"):
+        cases.append(
+            QueryCase(
+                f"timeline {order} (1 correlation id)",
+                [{"path": _events_url(correlation_id=c, order=order)} for c in correlations],
+                _event_query_sql({"correlation_id": ""}, descending=order == "desc"),
+                [{"correlation_id": c} for c in correlations],
+            )
+        )
+
+    types = sorted(seed.EVENT_TYPES)
+    days = max((data.end.date() - data.start.date()).days, 1)
+    ranged = []
+    for _ in range(runs):
+        day = data.start + dt.timedelta(days=rng.randrange(days))
+        ranged.append((rng.choice(types), day, day + dt.timedelta(days=1)))
+    cases.append(
+        QueryCase(
+            "type + 1-day range, page 1",
+            [
+                {"path": _events_url(event_type=t, since=_iso(s), until=_iso(u))}
+                for t, s, u in ranged
+            ],
+            _event_query_sql({"event_type": ""}, since=True, until=True),
+            [
+                {
+                    "event_type": t,
+                    "since": _iso(s),
+                    "since_date": s.date().isoformat(),
+                    "until": _iso(u),
+                    "until_date": u.date().isoformat(),
+                }
+                for t, s, u in ranged
+            ],  # fmt: skip
+        )
+    )
+
+    alerts = [
+        json.dumps({"alert": f"alert-{rng.randrange(seed.ALERT_VALUES)}"}) for _ in range(runs)
+    ]
+    cases.append(
+        QueryCase(
+            "event_data containment, page 1",
+            [{"path": _events_url(event_data=a)} for a in alerts],
+            _event_query_sql({}, data=True),
+            [{"event_data": a} for a in alerts],
+            role="containment",
+        )
+    )
+
+    broad, limit = dict(BROAD_FILTER), PAGE_SIZE
+    offset = (deep_page - 1) * limit
+    cursor_params = {"cursor_ts": _iso(cursor_row[0]), "cursor_id": str(cursor_row[1])}
+    cases += [
+        QueryCase(
+            f"cursor page 1 (category, limit {limit})",
+            [{"path": _events_url(**broad, limit=limit)}],
+            _event_query_sql(broad, limit=limit),
+            [broad] * runs,
+            role="page1",
+        ),
+        QueryCase(
+            f"cursor page {deep_page} (category, limit {limit})",
+            [{"path": _events_url(**broad, limit=limit, cursor=cursor_token)}],
+            _event_query_sql(broad, cursor=True, limit=limit),
+            [{**broad, **cursor_params}] * runs,
+            role="deep_cursor",
+        ),
+        QueryCase(
+            f"offset page {deep_page} (category, offset {offset:,})",
+            [{"path": _events_url(**broad, limit=limit, offset=offset)}],
+            _event_query_sql(broad, limit=limit, offset=offset),
+            [broad] * runs,
+        ),
+    ]
+    return cases
+
+
+def _walk_cursor(url: str, path: str, pages: int) -> str | None:
+    """Follow next_cursor for `pages` − 1 pages: the token that opens page `pages`."""
+    token = None
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(pages - 1):
+            response = client.get(path + (f"&cursor={token}" if token else ""))
+            response.raise_for_status()
+            token = response.json()["pagination"]["next_cursor"]
+            if token is None:
+                return None
+    return token
+
+
+def _gin_usage(bench: Bench, case: QueryCase) -> dict[str, Any]:
+    """EXPLAIN the case's page and count statements: which indexes, and are any of them GIN."""
+    result = {}
+    with bench.stack.connect() as conn:
+        gin = {
+            r[0]
+            for r in conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'gin'"
+            )
+        }
+        for label, (statement, names) in zip(("page", "count"), case.raw_statements, strict=True):
+            params = [case.raw_runs[0][name] for name in names]
+            plan = conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchone()[0]
+            indexes = sorted(set(_plan_values(plan, "Index Name")))
+            result[label] = {
+                "indexes": indexes,
+                "gin": bool(gin & set(indexes)),
+                "nodes": sorted(set(_plan_values(plan, "Node Type"))),
+            }
+    return result
+
+
+def _plan_values(node: Any, key: str):
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name == key:
+                yield value
+            else:
+                yield from _plan_values(value, key)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _plan_values(item, key)
+
+
+def _deep_page_position(bench: Bench) -> tuple[int, tuple[dt.datetime, Any]]:
+    """Page number to reach (1000, or fewer when the broad filter has fewer pages) and the
+    (event_timestamp, event_id) that ends the page before it, for the raw keyset query."""
+    category = BROAD_FILTER["event_category"]
+    with bench.stack.connect() as conn:
+        (matching,) = conn.execute(
+            "SELECT count(*) FROM audit_events WHERE event_category = %s", (category,)
+        ).fetchone()
+        deep_page = min(DEEP_PAGE, matching // PAGE_SIZE)
+        if deep_page < 2:
+            raise RuntimeError(f"only {matching} {category} events: use a larger --rows")
+        cursor_row = conn.execute(
+            "SELECT event_timestamp, event_id FROM audit_events WHERE event_category = %s "
+            "ORDER BY event_timestamp DESC, event_id DESC OFFSET %s LIMIT 1",
+            (category, (deep_page - 1) * PAGE_SIZE - 1),
+        ).fetchone()
+    return deep_page, cursor_row
+
+
+def _serve_queries(bench: Bench, data: seed.EventData):
+    """Walk the cursor to the deep page, then time every case through the HTTP API."""
+    opts = bench.options
+    deep_page, cursor_row = _deep_page_position(bench)
+    process = bench.stack.start_server("hypercorn", opts.workers)
+    try:
+        bench.progress(f"[4] walking {deep_page - 1} cursor pages to reach page {deep_page}")
+        token = _walk_cursor(process.url, _events_url(**BROAD_FILTER, limit=PAGE_SIZE), deep_page)
+        if token is None:
+            raise RuntimeError(f"the cursor walk ended before page {deep_page}")
+        cases = _query_cases(bench, data, token, cursor_row, deep_page)
+        bench.progress(f"[4] service: {len(cases)} queries x {opts.query_runs} runs")
+        specs = [
+            {"name": c.name, "method": "GET", "requests": c.requests, "runs": opts.query_runs,
+             "budget_s": opts.query_budget}
+            for c in cases
+        ]  # fmt: skip
+        cpu = CpuWindow(process.proc.pid, bench.stack.postgres_pid).start()
+        sequence = loadgen.run_sequence(process.url, specs, log_path=bench.log_dir / "client.log")
+        cpu.stop()
+    finally:
+        bench.stack.stop_server(process)
+    return cases, sequence, cpu
+
+
+def queries(bench: Bench) -> list[Row]:
+    opts = bench.options
+    bench.stack.reset_events()
+    correlations = min(opts.correlations, max(opts.rows // 20, 1))
+    bench.progress(f"[4] seeding {opts.rows:,} events over 3 months, {correlations:,} correlations")
+    data = seed.seed_events(bench.stack.connect, opts.rows, correlations, progress=bench.progress)
+    bench.progress(f"[4] seeded in {data.seconds:.0f} s")
+    cases, sequence, cpu = _serve_queries(bench, data)
+    bench.progress("[4] raw: the same SQL through psycopg")
+    specs = [
+        {"name": c.name, "statements": c.raw_statements, "runs": c.raw_runs,
+         "max_runs": opts.query_runs, "budget_s": opts.query_budget}
+        for c in cases
+    ]  # fmt: skip
+    raw_run = bench.raw(
+        "query", {"cases": specs}, timeout=len(cases) * (opts.query_budget + 60) + 60
+    )
+    noise = _noise_notes(cpu.other_fraction(sequence["client_cpu_seconds"]), raw_run)
+    containment = next(c for c in cases if c.role == "containment")
+    gin = _gin_usage(bench, containment)
+    size = f"{opts.rows / 1e6:g}M" if opts.rows >= 1e6 else f"{opts.rows // 1000}k"
+    rows, page1 = [], None
+    for case in cases:
+        row = _latency_row(
+            f"4. {case.name} @{size}", sequence["cases"][case.name], raw_run["cases"][case.name]
+        )
+        row.notes += noise
+        row.details["sql"] = [statement for statement, _ in case.raw_statements]
+        if case is containment:
+            row.details["explain"] = gin
+            row.notes.append(
+                f"GIN used: page {'yes' if gin['page']['gin'] else 'NO'}, "
+                f"count {'yes' if gin['count']['gin'] else 'NO'}"
+            )
+        if case.role == "page1":
+            page1 = row
+        if case.role == "deep_cursor" and page1:
+            row.notes.append(f"p99 {latency_ratio(row.p99_ms, page1.p99_ms):.2f}x page 1")
+        rows.append(row)
+    rows[0].details["seed"] = {
+        "rows": data.total, "correlations": data.correlations, "start": _iso(data.start),
+        "end": _iso(data.end), "seconds": data.seconds,
+    }  # fmt: skip
+    return rows
+
+
+def _latency_row(scenario: str, service: dict[str, Any], raw: dict[str, Any]) -> Row:
+    """A latency row from the sequential client's and the raw client's measurements."""
+    served = latency_summary(service["latencies_ms"])
+    direct = latency_summary(raw["latencies_ms"])
+    bad = sum(n for code, n in service["codes"].items() if code != "200")
+    total_seconds = sum(service["latencies_ms"]) / 1000
+    return Row(
+        scenario,
+        "latency",
+        "req/s",
+        rate=served["n"] / total_seconds if total_seconds else None,
+        p50_ms=served["p50"],
+        p99_ms=served["p99"],
+        raw_p50_ms=direct["p50"],
+        raw_p99_ms=direct["p99"],
+        notes=[f"n={served['n']}", f"non-200 {bad}"],
+        details={"service": served, "raw": direct, "codes": service["codes"]},
+    )
+
+
+# ---- 5. workflow search ---------------------------------------------------------------------
+
+_SEARCH_SQL = (
+    "SELECT * FROM remediation_workflow_catalog WHERE is_latest_version AND signal_type = %s "
+    "AND severity = %s AND status = ANY(%s) AND component = ANY(%s) AND environment = ANY(%s) "
+    "AND priority = ANY(%s)"
+)
+
+
+def _concrete(value: str, choices: list[str], rng: random.Random) -> str:
+    return value if value != "*" else rng.choice(choices)
+
+
+def _search_bodies(bench: Bench) -> list[dict[str, Any]]:
+    """Searches built from stored workflows' labels (wildcards made concrete), so every one
+    has candidates; detected and custom labels vary so scoring has work to do."""
+    rng = random.Random(7)
+    with bench.stack.connect() as conn:
+        conn.execute("SELECT setseed(0.42)")
+        labels = [
+            row[0]
+            for row in conn.execute(
+                "SELECT labels FROM remediation_workflow_catalog WHERE status = 'active' "
+                "ORDER BY random() LIMIT %s",
+                (bench.options.searches,),
+            )
+        ]
+    components = [f"component-{i}" for i in range(20)]
+    bodies = []
+    for index, label in enumerate(labels):
+        filters = {
+            "signal_type": label["signal_type"],
+            "severity": label["severity"],
+            "component": _concrete(label["component"], components, rng),
+            "environment": _concrete(label["environment"], list(seed.ENVIRONMENTS), rng),
+            "priority": _concrete(label["priority"], ["P0", "P1", "P2", "P3"], rng),
+            "detected_labels": {
+                "gitOpsManaged": rng.random() < 0.5,
+                "gitOpsTool": rng.choice(["argocd", "flux"]),
+                "pdbProtected": rng.random() < 0.5,
+                "serviceMesh": rng.choice(["istio", "linkerd"]),
+            },
+            "custom_labels": {"team": [f"team-{rng.randrange(10)}"]},
+        }
+        bodies.append({"filters": filters, "top_k": 10, "remediation_id": f"bench-search-{index}"})
+    return bodies
+
+
+def _raw_search_case(bodies: list[dict[str, Any]], budget: float) -> dict[str, Any]:
+    """The candidate selection of store.workflows.search_candidates for the same filters."""
+    names = ["signal_type", "severity", "statuses", "component", "environment", "priority"]
+    runs = [
+        {"signal_type": f["signal_type"], "severity": f["severity"], "statuses": ["active"],
+         "component": [f["component"], "*"], "environment": [f["environment"], "*"],
+         "priority": [f["priority"], "*"]}
+        for f in (body["filters"] for body in bodies)
+    ]  # fmt: skip
+    return {"name": "search", "statements": [(_SEARCH_SQL, names)], "runs": runs,
+            "snapshot": False, "budget_s": budget}  # fmt: skip
+
+
+def workflow_search(bench: Bench) -> list[Row]:
+    opts = bench.options
+    label = f"5. workflow search top-10 of {opts.workflows:,} ({bench.server_label('hypercorn')})"
+    with bench.stack.connect() as conn:
+        if not seed.catalog_exists(conn):
+            return [Row(label, "info", notes=["skipped: no remediation_workflow_catalog table"])]
+        bench.progress(f"[5] seeding {opts.workflows:,} workflows")
+        seed.seed_workflows(conn, opts.workflows)
+    bodies = _search_bodies(bench)
+    budget = max(opts.query_budget, 60)
+    process = bench.stack.start_server("hypercorn", opts.workers)
+    try:
+        bench.progress(f"[5] service: {len(bodies)} searches")
+        first = httpx.post(process.url + SEARCH_PATH, json=bodies[0], timeout=30)
+        if first.status_code != 200:
+            reason = f"skipped: search answered {first.status_code}: {first.text[:200]}"
+            return [Row(label, "info", notes=[reason])]
+        requests = [{"path": SEARCH_PATH, "body": body} for body in bodies]
+        spec = {"name": "search", "method": "POST", "requests": requests, "runs": len(bodies),
+                "budget_s": budget}  # fmt: skip
+        cpu = CpuWindow(process.proc.pid, bench.stack.postgres_pid).start()
+        sequence = loadgen.run_sequence(process.url, [spec], log_path=bench.log_dir / "client.log")
+        cpu.stop()
+        with httpx.Client(base_url=process.url, timeout=30) as client:
+            matches = [
+                client.post(SEARCH_PATH, json=b).json()["total_results"] for b in bodies[:50]
+            ]
+    finally:
+        bench.stack.stop_server(process)
+    bench.progress("[5] raw: candidate-selection SQL")
+    raw_run = bench.raw("query", {"cases": [_raw_search_case(bodies, budget)]}, timeout=300)
+    row = _latency_row(label, sequence["cases"]["search"], raw_run["cases"]["search"])
+    row.notes += [
+        f"avg matches {sum(matches) / max(len(matches), 1):.0f}",
+        "raw = candidate SQL only (no scoring)",
+        *_noise_notes(cpu.other_fraction(sequence["client_cpu_seconds"]), raw_run),
+    ]
+    row.details |= {"matches": matches, "sql": _SEARCH_SQL}
+    return [row]
+
+
+SCENARIOS = {1: single_event, 2: batch, 3: dlq_replay, 4: queries, 5: workflow_search}

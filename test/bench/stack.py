@@ -1,0 +1,163 @@
+"""What the benchmark runs against: its own durable PostgreSQL, Redis, and server processes.
+
+Everything is started through test/support.py (the same helpers as the integration tests) and
+registered with `Stack`, whose `close()` stops it all in reverse order; run.py calls it on
+exit, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # test/: support
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+import support  # noqa: E402
+
+BENCH_DATABASE = "bench"
+
+
+class Stack:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.pg: support.PostgresServer | None = None
+        self.redis: support.RedisServer | None = None
+        self.database_url = ""
+        self._servers: list[support.ServerProcess] = []
+
+    # -- PostgreSQL ------------------------------------------------------------------------
+
+    def start_postgres(self) -> None:
+        """fsync and synchronous_commit on (PostgreSQL defaults), like production."""
+        self.pg = support.PostgresServer(durable=True)
+        self.database_url = self.pg.create_database(BENCH_DATABASE)
+        with _stdout_to_stderr():  # stdout carries only the table
+            support.run_migrations(self.database_url)
+
+    @property
+    def postgres_pid(self) -> int | None:
+        if self.pg is None:
+            return None
+        try:
+            return int((self.pg.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def ensure_postgres_running(self) -> None:
+        """After an outage scenario, whatever happened: PostgreSQL is up again."""
+        if self.pg is None:
+            return
+        status = subprocess.run(
+            support._as_postgres_user(
+                [str(self.pg.bin / "pg_ctl"), "-D", str(self.pg.data), "status"]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+        if status.returncode != 0:
+            self.pg.start()
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.database_url, autocommit=True, options="-c TimeZone=UTC")
+
+    def reset_events(self) -> None:
+        """Empty audit_events (all partitions) and checkpoint, so a scenario starts clean and
+        no checkpoint left over from the previous one lands inside its window."""
+        with self.connect() as conn:
+            conn.execute("TRUNCATE audit_events")
+            conn.execute("CHECKPOINT")
+
+    def settings(self) -> dict[str, str]:
+        names = (
+            "server_version",
+            "fsync",
+            "synchronous_commit",
+            "full_page_writes",
+            "wal_level",
+            "shared_buffers",
+            "max_connections",
+            "max_wal_size",
+            "checkpoint_timeout",
+            "work_mem",
+            "jit",
+        )
+        with self.connect() as conn:
+            return {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in names}
+
+    # -- Redis -----------------------------------------------------------------------------
+
+    def start_redis(self) -> support.RedisServer:
+        if self.redis is None:
+            # AOF with fsync on every write, as the Helm chart runs it.
+            self.redis = support.RedisServer(appendonly=True)
+        return self.redis
+
+    # -- servers ---------------------------------------------------------------------------
+
+    def start_server(
+        self, server: str = "hypercorn", workers: int | None = None, **env: str
+    ) -> support.ServerProcess:
+        args: list[str] = ["--server", server]
+        if workers:
+            args += ["--workers", str(workers)]
+        process = support.ServerProcess(
+            {"DATASTORAGE_DATABASE_URL": self.database_url, **env}, self.log_dir, tuple(args)
+        )
+        self._servers.append(process)
+        _wait_ready(process.url)
+        return process
+
+    def stop_server(self, process: support.ServerProcess) -> None:
+        process.stop()
+        with contextlib.suppress(ValueError):
+            self._servers.remove(process)
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for process in reversed(self._servers):
+            with contextlib.suppress(Exception):
+                process.stop()
+        self._servers.clear()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.destroy()
+            self.redis = None
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                self.pg.destroy()
+            self.pg = None
+
+
+def _wait_ready(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server at {url} not ready within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what children print to stdout (the migrate command's summary) to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
