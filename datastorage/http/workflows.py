@@ -153,7 +153,9 @@ async def update_workflow(request: Request) -> Response:
     body = await _body(request, ctx)
     # Immutable fields are named before the schema runs: a field the PATCH schema does not
     # list is "immutable", not "invalid".
-    immutable = immutable_fields(body) if isinstance(body, dict) else []
+    if not isinstance(body, dict):  # the catalog validates the fields; this is about shape
+        ctx.validator.body("updateWorkflow", body)
+    immutable = immutable_fields(body)
     if immutable:
         raise _problem_for(ImmutableFields(immutable))
     return json_response(await _call(ctx, ctx.catalog.update(workflow_id, body)))

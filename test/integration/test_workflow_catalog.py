@@ -400,3 +400,17 @@ def test_self_audit_events_are_queryable_through_the_api(api):
     page = api.get("/api/v1/audit/events", params={"correlation_id": name}).json()
     assert [e["event_type"] for e in page["data"]] == ["datastorage.workflow.created"]
     assert page["data"][0]["resource_id"] == stored["workflow_id"]
+
+
+@pytest.mark.parametrize("body", [[], "text", 3])
+def test_bodies_that_are_not_objects_are_validation_errors(api, body):
+    stored = create(api, workflow_body(unique("shape")))
+    for method, path in [
+        ("POST", WORKFLOWS),
+        ("POST", f"{WORKFLOWS}/search"),
+        ("PATCH", f"{WORKFLOWS}/{stored['workflow_id']}"),
+        ("PATCH", f"{WORKFLOWS}/{stored['workflow_id']}/disable"),
+    ]:
+        response = api.request(method, path, json=body)
+        assert response.status_code == 400, (method, path, response.text)
+        assert response.json()["type"].endswith("/validation-error")
