@@ -280,7 +280,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "dlq_batch_size",
         "DATASTORAGE_DLQ_BATCH_SIZE",
-        1000,
+        5000,
         _positive_int,
         "records replayed per transaction",
     ),

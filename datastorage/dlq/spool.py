@@ -157,7 +157,7 @@ class SpoolDLQ:
 
     def _append_sync(self, kind: str, encoded: list[bytes]) -> list[str]:
         now = time.time()
-        with self._transaction() as db:
+        with self._transaction(durable=True) as db:
             (depth,) = db.execute("SELECT COALESCE(SUM(records), 0) FROM depth").fetchone()
             if depth + len(encoded) > self.capacity:
                 raise DLQFull(f"DLQ holds {depth} of {self.capacity} records")
@@ -331,10 +331,16 @@ class SpoolDLQ:
         return self._conn
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """A write transaction; IMMEDIATE takes the write lock up front, so two processes never
-        deadlock upgrading read locks, and busy_timeout queues them instead."""
+        deadlock upgrading read locks, and busy_timeout queues them instead.
+
+        Only an append must be on disk before it returns (`durable`: synchronous=FULL, the WAL
+        is fsync'ed at commit). Claims, acks, releases and dead-letter moves use NORMAL: if a
+        crash loses one, the entry is simply replayed again (replay is idempotent), and the
+        next durable commit's fsync covers them anyway."""
         db = self._db()
+        db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db

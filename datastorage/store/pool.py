@@ -61,12 +61,16 @@ class Database:
         self._last_error = ""
         self.on_recovered: list = []  # callables run when the breaker closes again
         self._checking: asyncio.Task | None = None
+        self._prober: asyncio.Task | None = None
 
     async def open(self) -> None:
         """Open without waiting: the server starts (degraded) even while PostgreSQL is down."""
         await self.pool.open(wait=False)
 
     async def close(self) -> None:
+        for task in (self._prober, self._checking):
+            if task is not None:
+                task.cancel()
         await self.pool.close(timeout=5)
 
     def _open_breaker(self, reason: str) -> None:
@@ -83,6 +87,20 @@ class Database:
         # replace them now, or every later checkout would find another dead one.
         if self._checking is None or self._checking.done():
             self._checking = asyncio.get_running_loop().create_task(self.pool.check())
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
+
+    async def _probe_until_up(self) -> None:
+        """Find out that the database is back even when no request comes, so the DLQ drain
+        resumes within a second of the recovery rather than after its backoff."""
+        while self._down_since is not None:
+            await asyncio.sleep(PROBE_INTERVAL)
+            try:
+                async with self.pool.connection(timeout=PROBE_TIMEOUT) as conn:
+                    await conn.execute("SELECT 1")
+            except Exception:  # noqa: BLE001 — still down; try again
+                continue
+            self._close_breaker()
 
     def _close_breaker(self) -> None:
         if self._down_since is not None:
