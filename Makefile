@@ -39,6 +39,8 @@ e2e: venv tools
 	hack/kind-e2e.sh
 
 bench: deps
+	@command -v wrk >/dev/null 2>&1 || { sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get install -y -qq wrk >/dev/null 2>&1 || echo "wrk unavailable: the bench uses its Python load client"; }
 	$(PY) test/bench/run.py $(BENCH_ARGS)
 
 lint: venv
