@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import operator
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,14 +97,15 @@ def _row_values(event: Mapping[str, Any]) -> list[Any]:
     return values
 
 
+_API_NAMES = operator.itemgetter(*(name for _, name in COLUMNS))
+_EVENT_DATA_INDEX = [column for column, _ in COLUMNS].index("event_data")
+
+
 def _copy_row(event: Mapping[str, Any]) -> list[Any]:
-    values = []
-    for column, name in COLUMNS:
-        value = event.get(name)
-        if column == "event_data":
-            value = orjson.dumps(value).decode()
-        values.append(value)
-    return values
+    """One COPY row (events carry every key: normalize_event sets them all)."""
+    row = list(_API_NAMES(event))
+    row[_EVENT_DATA_INDEX] = orjson.dumps(row[_EVENT_DATA_INDEX]).decode()
+    return row
 
 
 def row_to_event(row: Mapping[str, Any]) -> dict[str, Any]:
