@@ -10,18 +10,22 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-import uuid
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from datastorage.domain.events import new_event_id
 from datastorage.http.problems import Problem, problem_response
 from datastorage.http.validation import decode_json
 from datastorage.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 log = logging.getLogger("datastorage.http")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+# Metric labels stay bounded whatever method a client sends.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestIdFilter(logging.Filter):
@@ -37,6 +41,21 @@ class RequestContext:
         self.app = app
         self.routes = routes  # endpoint -> path template, for metric labels
         self.draining = draining  # () -> bool: shutdown has begun
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    def _metrics(self, method: str, route: str, status: int) -> Any:
+        """The request counter is counted here; returns the duration histogram to observe.
+        Label children are looked up once per (method, route, status): labels() is costly."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                HTTP_REQUESTS.labels(method, route, str(status)),
+                HTTP_DURATION.labels(method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        return children[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,7 +66,7 @@ class RequestContext:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:200]
                 break
-        request_id = request_id or str(uuid.uuid4())
+        request_id = request_id or new_event_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -85,8 +104,8 @@ class RequestContext:
         finally:
             route = self.routes.get(scope.get("endpoint"), "unmatched")
             elapsed = time.perf_counter() - started
-            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_DURATION.labels(scope["method"], route).observe(elapsed)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            self._metrics(method, route, status).observe(elapsed)
             if log.isEnabledFor(logging.DEBUG) or status >= 500:
                 log.log(
                     logging.WARNING if status >= 500 else logging.DEBUG,
