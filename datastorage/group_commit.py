@@ -39,7 +39,7 @@ class GroupCommitter:
         lock_timeout: float,
         on_partition_created: Callable[[list[str]], None],
         max_group: int = 500,
-        max_flushers: int = 4,
+        max_flushers: int = 8,
     ) -> None:
         self.db = db
         self.lock_timeout = lock_timeout
