@@ -43,7 +43,7 @@ class WriteUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # "created" | "duplicate" | "queued"
+    status: str  # "created" | "duplicate" | "queued" | "conflict" (batch only)
     records: list[dict[str, Any]]
 
 
