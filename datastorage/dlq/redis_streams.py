@@ -227,7 +227,7 @@ class RedisStreamsDLQ:
                 await self._ensure_groups()
                 found = await self._claim_fields(stream_key(kind), count)
             ids = sorted(found, key=_id_order)
-            attempts = await self._redis().hmget(_attempts_key(kind), ids) if ids else []
+            attempts = await self._attempts(kind, ids)
         return [
             Entry(
                 id=entry_id,
@@ -238,6 +238,14 @@ class RedisStreamsDLQ:
             )
             for entry_id, tries in zip(ids, attempts, strict=True)
         ]
+
+    async def _attempts(self, kind: str, ids: list[str]) -> list:
+        """Failed attempts per id. The hash only holds records that failed before, usually
+        none: asking its size first avoids sending thousands of ids for nothing."""
+        client = self._redis()
+        if not ids or not await client.hlen(_attempts_key(kind)):
+            return [0] * len(ids)
+        return await client.hmget(_attempts_key(kind), ids)
 
     async def _claim_fields(self, key: str, count: int) -> dict[str, bytes]:
         """Entry id → record bytes: own pending first, then idle/released ones, then new."""
@@ -281,10 +289,14 @@ class RedisStreamsDLQ:
             return
         key = stream_key(kind)
         with _unavailable_on_error():
+            # Only this consumer records attempts for the entries it holds, so an empty hash
+            # now means none of these ids has attempts to forget.
+            failed_before = await self._redis().hlen(_attempts_key(kind))
             async with self._redis().pipeline(transaction=True) as pipe:
                 pipe.xack(key, GROUP, *entry_ids)
                 pipe.xdel(key, *entry_ids)
-                pipe.hdel(_attempts_key(kind), *entry_ids)
+                if failed_before:
+                    pipe.hdel(_attempts_key(kind), *entry_ids)
                 await pipe.execute()
 
     async def release(
