@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import orjson
+
 from datastorage.dlq.queue import (
     KINDS,
     DLQFull,
@@ -207,9 +209,9 @@ class SpoolDLQ:
 
     def _ack_sync(self, kind: str, entry_ids: list[str]) -> None:
         with self._transaction() as db:
-            db.executemany(
-                "DELETE FROM entries WHERE id = ? AND kind = ?",
-                [(int(entry_id), kind) for entry_id in entry_ids],
+            db.execute(
+                "DELETE FROM entries WHERE kind = ? AND id IN (SELECT value FROM json_each(?))",
+                (kind, orjson.dumps([int(entry_id) for entry_id in entry_ids]).decode()),
             )
 
     async def release(
