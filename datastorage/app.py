@@ -29,7 +29,8 @@ from datastorage.http import admin, audit, health, notifications, workflows
 from datastorage.http.context import AppContext
 from datastorage.http.middleware import RequestContext
 from datastorage.http.problems import Problem, problem_response
-from datastorage.http.validation import RequestValidator, openapi_json, openapi_text
+from datastorage.http.validation import RequestValidator
+from datastorage.schemas import openapi_json, openapi_text
 from datastorage.store import partitions
 from datastorage.store.pool import Database
 

@@ -48,6 +48,7 @@ from datastorage.audit import AuditWriter, WriteUnavailable
 from datastorage.domain import lifecycle, scoring
 from datastorage.domain.events import format_timestamp
 from datastorage.metrics import AUDIT_TRACES
+from datastorage.schemas import SchemaValidator
 from datastorage.store import audit_events, partitions
 from datastorage.store import workflows as store
 from datastorage.store.errors import Conflict
@@ -137,7 +138,7 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], None]
 class Catalog:
     """The catalog service over a `Database`; audit events go through the `AuditWriter`.
 
-    `validator` (an `http.validation.RequestValidator`) is built from the writer's settings
+    `validator` (a `schemas.SchemaValidator`) is built from the writer's settings
     when not given; `spawn` runs the search audit write after the response (the server passes
     `AppContext.spawn` so shutdown can see the task); by default the catalog keeps the task.
     """
@@ -151,9 +152,7 @@ class Catalog:
         spawn: Spawn | None = None,
     ) -> None:
         if validator is None:
-            from datastorage.http.validation import RequestValidator
-
-            validator = RequestValidator(writer.settings)
+            validator = SchemaValidator(writer.settings)
         self.db = db
         self.writer = writer
         self.validator = validator

@@ -22,7 +22,7 @@ from datastorage.http.problems import (
     unavailable,
     validation_error,
 )
-from datastorage.http.validation import count_failure
+from datastorage.schemas import count_failure
 from datastorage.store import audit_events
 from datastorage.store.errors import Conflict, StoreUnavailable
 

@@ -12,7 +12,7 @@ from datastorage.domain.events import parse_timestamp
 from datastorage.http.context import AppContext, json_response
 from datastorage.http.middleware import read_json
 from datastorage.http.problems import Problem, unavailable, validation_error
-from datastorage.http.validation import count_failure
+from datastorage.schemas import count_failure
 from datastorage.store import notifications
 from datastorage.store.errors import Conflict, StoreUnavailable
 

@@ -32,7 +32,7 @@ from datastorage.http.problems import (
     unavailable,
     validation_error,
 )
-from datastorage.http.validation import count_failure
+from datastorage.schemas import count_failure
 from datastorage.store.errors import StoreUnavailable
 from datastorage.store.workflows import API_COLUMNS
 
