@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from datastorage.http.problems import Problem, validation_error
-from datastorage.schemas import SchemaValidator, field_path, count_failure
+from datastorage.schemas import SchemaValidator, count_failure, field_path
 
 
 class RequestValidator(SchemaValidator):
