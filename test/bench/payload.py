@@ -14,39 +14,14 @@ import json
 import uuid
 from typing import Any
 
+from datastorage.store.audit_events import COLUMNS as STORE_COLUMNS
+
 # Placeholders the load generators substitute per request (timestamp, correlation id).
 TIMESTAMP_MARK = "@@TS@@"
 CORRELATION_MARK = "@@CORR@@"
 
-# Table columns written on insert, in table order (SPEC §10; created_at takes its default).
-COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "event_version",
-    "event_timestamp",
-    "event_date",
-    "event_type",
-    "event_category",
-    "event_action",
-    "event_outcome",
-    "actor_type",
-    "actor_id",
-    "resource_type",
-    "resource_id",
-    "correlation_id",
-    "parent_event_id",
-    "parent_event_date",
-    "namespace",
-    "cluster_name",
-    "severity",
-    "duration_ms",
-    "error_code",
-    "error_message",
-    "trace_id",
-    "span_id",
-    "event_data",
-    "retention_days",
-    "is_sensitive",
-)
+# Table columns written on insert, in table order: the store's own list (one definition).
+COLUMNS: tuple[str, ...] = tuple(column for column, _ in STORE_COLUMNS)
 
 EVENT_DATA: dict[str, Any] = {
     "signal": "HighMemoryUsage",

@@ -36,7 +36,8 @@ def test_single_write_is_stored_with_defaults(api, db):
     ).fetchone()
     assert row[:5] == ("service", "analysis-service", "analysis", body["correlation_id"], "info")
     assert row[5:7] == (2555, False)
-    assert row[7] == dt.datetime.now(dt.UTC).date() or row[7] <= dt.datetime.now(dt.UTC).date()
+    sent = dt.datetime.fromisoformat(body["event_timestamp"].replace("Z", "+00:00"))
+    assert row[7] == sent.astimezone(dt.UTC).date()  # the partition key is the UTC day
     assert row[8] == "1.0"
 
 
@@ -403,3 +404,16 @@ def test_batch_into_a_dropped_month_recreates_its_partition(api, db):
     assert response.status_code == 201, response.text
     assert db.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
     assert _count(db, correlation) == 3
+
+
+def test_event_date_is_the_utc_day_whatever_the_offset(api, db):
+    # Late evening at UTC-11 is already the next day (or later the same day) in UTC.
+    local = dt.datetime.now(dt.timezone(dt.timedelta(hours=-11))) - dt.timedelta(minutes=1)
+    body = make_event(event_timestamp=local.isoformat())
+    response = api.post(EVENTS, json=body)
+    assert response.status_code == 201, response.text
+    stored = db.execute(
+        "SELECT event_date FROM audit_events WHERE event_id = %s", (response.json()["event_id"],)
+    ).fetchone()[0]
+    assert stored == local.astimezone(dt.UTC).date()
+    assert response.json()["event_timestamp"].endswith("Z")
