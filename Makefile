@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-unit test-integration test-operator chart-test e2e-local e2e bench lint image deps system-deps venv tools clean
+.PHONY: run test test-unit test-integration test-contract test-operator chart-test e2e-local e2e bench lint image deps system-deps venv tools clean
 
 run: venv
 	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
@@ -17,7 +17,7 @@ run: venv
 	$(VENV)/bin/datastorage dev
 
 test: deps tools
-	$(PYTEST) -n $(NPROC) --dist loadgroup --durations=15 test/unit test/integration test/operator test/chart
+	$(PYTEST) -n $(NPROC) --dist loadgroup --durations=15 test/unit test/integration test/contract test/operator test/chart
 	$(MAKE) e2e-local
 
 test-unit: venv
@@ -25,6 +25,9 @@ test-unit: venv
 
 test-integration: deps
 	$(PYTEST) -n $(NPROC) --dist loadgroup test/integration
+
+test-contract: deps
+	$(PYTEST) -n $(NPROC) --dist loadgroup test/contract
 
 test-operator: deps
 	$(PYTEST) test/operator

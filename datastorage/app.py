@@ -10,14 +10,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -45,11 +48,29 @@ async def openapi_yaml_endpoint(request: Request) -> Response:
     return Response(openapi_text(), media_type="application/yaml")
 
 
+class SegmentExcept(Convertor[str]):
+    """A path segment other than one literal: `{event_id}` is never `batch` and `{workflow_id}`
+    never `search`, so another method on those literal paths is 405 with their Allow header,
+    not a lookup of an id named "batch" or "search"."""
+
+    def __init__(self, literal: str) -> None:
+        self.regex = f"(?!{literal}$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("event_id", SegmentExcept("batch"))
+register_url_convertor("workflow_id", SegmentExcept("search"))
+
 ROUTES = [
     Route("/api/v1/audit/events", audit.create_event, methods=["POST"]),
     Route("/api/v1/audit/events", audit.query_events, methods=["GET"]),
     Route("/api/v1/audit/events/batch", audit.create_batch, methods=["POST"]),
-    Route("/api/v1/audit/events/{event_id}", audit.get_event, methods=["GET"]),
+    Route("/api/v1/audit/events/{event_id:event_id}", audit.get_event, methods=["GET"]),
     Route("/api/v1/audit/event-types", audit.event_types, methods=["GET"]),
     Route("/api/v1/audit/notifications", notifications.create_notification, methods=["POST"]),
     Route("/api/v1/audit/notifications", notifications.list_notifications, methods=["GET"]),
@@ -63,8 +84,10 @@ ROUTES = [
         workflows.list_versions,
         methods=["GET"],
     ),
-    Route("/api/v1/workflows/{workflow_id}", workflows.get_workflow, methods=["GET"]),
-    Route("/api/v1/workflows/{workflow_id}", workflows.update_workflow, methods=["PATCH"]),
+    Route("/api/v1/workflows/{workflow_id:workflow_id}", workflows.get_workflow, methods=["GET"]),
+    Route(
+        "/api/v1/workflows/{workflow_id:workflow_id}", workflows.update_workflow, methods=["PATCH"]
+    ),
     Route("/api/v1/workflows/{workflow_id}/disable", workflows.disable_workflow, methods=["PATCH"]),
     Route("/health", health.health, methods=["GET"]),
     Route("/health/ready", health.ready, methods=["GET"]),
@@ -170,14 +193,27 @@ async def _stop_dlq(ctx: AppContext) -> None:
 
 def create_app(settings: Settings, context: AppContext | None = None) -> Starlette:
     ctx = context or build_context(settings)
-    routes_by_endpoint: dict[Any, str] = {route.endpoint: route.path for route in ROUTES}
+    # Metric label: the path template without convertor names (`{event_id}`).
+    routes_by_endpoint: dict[Any, str] = {
+        route.endpoint: re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path) for route in ROUTES
+    }
+    middleware = [
+        Middleware(RequestContext, routes=routes_by_endpoint, draining=lambda: ctx.shutting_down)
+    ]
+    if settings.cors_allow_origins:
+        # Off unless configured (security default): no Access-Control-* header otherwise.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_allow_origins),
+                allow_methods=sorted({m for route in ROUTES for m in route.methods or ()}),
+                allow_headers=["Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID"],
+            )
+        )
     app = Starlette(
         routes=ROUTES,
-        middleware=[
-            Middleware(
-                RequestContext, routes=routes_by_endpoint, draining=lambda: ctx.shutting_down
-            )
-        ],
+        middleware=middleware,
         exception_handlers={Problem: _problem, HTTPException: _http_exception},
         lifespan=lifespan,
     )

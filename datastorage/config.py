@@ -93,7 +93,7 @@ def _text(raw: str) -> str:
     return raw
 
 
-def _namespaces(raw: str) -> tuple[str, ...]:
+def _comma_list(raw: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
@@ -298,7 +298,7 @@ SETTINGS: tuple[Setting, ...] = (
         "operator_namespaces",
         "DATASTORAGE_OPERATOR_NAMESPACES",
         (),
-        _namespaces,
+        _comma_list,
         "comma-separated namespaces the operator watches (empty: the pod's own)",
     ),
     Setting(
@@ -321,6 +321,13 @@ SETTINGS: tuple[Setting, ...] = (
         8082,
         _port,
         "operator liveness port (/healthz)",
+    ),
+    Setting(
+        "cors_allow_origins",
+        "DATASTORAGE_CORS_ALLOW_ORIGINS",
+        (),
+        _comma_list,
+        "comma-separated origins allowed cross-origin requests (empty: CORS off)",
     ),
     Setting(
         "dev_data_dir",
@@ -371,6 +378,7 @@ class Settings:
     operator_resync_interval: float
     operator_metrics_port: int
     operator_health_port: int
+    cors_allow_origins: tuple[str, ...]
     dev_data_dir: str
 
     def replace(self, **changes: Any) -> Settings:

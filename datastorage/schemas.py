@@ -112,7 +112,8 @@ def _message(error: jsonschema.ValidationError) -> str:
     if keyword == "minItems":
         return f"must have at least {value} item{'s' if value != 1 else ''}"
     if keyword == "pattern":
-        return f"must match {value}"
+        # `x-error` (an OpenAPI extension) words a pattern for people.
+        return error.schema.get("x-error") or f"must match {value}"
     if keyword in ("maxProperties", "minProperties"):
         return error.message
     return error.message
@@ -177,6 +178,7 @@ class SchemaValidator:
         registry = referencing.Registry().with_resource(SPEC_URI, resource)
         self._bodies: dict[str, jsonschema.Draft202012Validator] = {}
         self._fast: dict[str, Any] = {}
+        self._integers: dict[str, list[tuple[Any, ...]]] = {}
         self._queries: dict[str, tuple[jsonschema.Draft202012Validator, dict[str, Any]]] = {}
         for path_item in document["paths"].values():
             for operation in path_item.values():
@@ -185,6 +187,7 @@ class SchemaValidator:
                 if body:
                     self._bodies[op_id] = self._validator(body["schema"], registry)
                     self._fast[op_id] = _fast_validator(body["schema"], document)
+                    self._integers[op_id] = _integer_paths(_inline_refs(body["schema"], document))
                 params = {
                     p["name"]: p for p in operation.get("parameters", []) if p["in"] == "query"
                 }
@@ -214,11 +217,18 @@ class SchemaValidator:
 
     def body_errors(self, operation_id: str, data: Any) -> dict[str, str]:
         """Every failing field. The compiled fast check answers the common case (valid) in
-        a few microseconds; only an invalid body pays for the full error report."""
+        a few microseconds; only an invalid body pays for the full error report.
+
+        A valid body's integer fields become `int`: JSON Schema counts `5.0` as an integer,
+        and the handlers and PostgreSQL must not see a float there."""
         fast = self._fast.get(operation_id)
-        if fast is not None and fast.is_valid(data):
-            return {}
-        return collect_field_errors(self._bodies[operation_id].iter_errors(data))
+        if fast is None or not fast.is_valid(data):
+            errors = collect_field_errors(self._bodies[operation_id].iter_errors(data))
+            if errors:
+                return errors
+        for path in self._integers.get(operation_id, ()):
+            _integral_floats_to_int(data, path)
+        return {}
 
     def query_values(
         self, operation_id: str, params: Mapping[str, str]
@@ -227,12 +237,53 @@ class SchemaValidator:
         and the failing ones."""
         validator, schema = self._queries[operation_id]
         values = {}
+        unstorable = {}
         for name, prop in schema["properties"].items():
             if name in params:
+                if "\x00" in params[name]:
+                    count_failure(name, "unstorable")
+                    unstorable[name] = "must not contain NUL characters"
                 values[name] = _coerce(params[name], _resolve_local(prop))
             elif "default" in prop:
                 values[name] = prop["default"]
-        return values, collect_field_errors(validator.iter_errors(values))
+        return values, {**collect_field_errors(validator.iter_errors(values)), **unstorable}
+
+
+_EACH = object()  # a path step meaning "every item of the array"
+
+
+def _integer_paths(schema: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Paths of the integer-typed fields of an (inlined) schema; `_EACH` steps into arrays."""
+    if not isinstance(schema, dict):
+        return []
+    kind = schema.get("type")
+    paths = [prefix] if kind == "integer" or (isinstance(kind, list) and "integer" in kind) else []
+    for part in schema.get("allOf", ()):
+        paths += _integer_paths(part, prefix)
+    for name, part in schema.get("properties", {}).items():
+        paths += _integer_paths(part, (*prefix, name))
+    paths += _integer_paths(schema.get("items"), (*prefix, _EACH))
+    return paths
+
+
+def _integral_floats_to_int(node: Any, path: tuple[Any, ...]) -> None:
+    """Replace a float at `path` (valid, so integral) by its int, in place."""
+    if not path:
+        return
+    head, rest = path[0], path[1:]
+    if head is _EACH:
+        if not isinstance(node, list):
+            return
+        keys: Any = range(len(node))
+    elif isinstance(node, dict) and head in node:
+        keys = (head,)
+    else:
+        return
+    for key in keys:
+        if rest:
+            _integral_floats_to_int(node[key], rest)
+        elif isinstance(node[key], float):
+            node[key] = int(node[key])
 
 
 def _inline_refs(schema: Any, document: Mapping[str, Any]) -> Any:

@@ -305,3 +305,20 @@ def make_event(**overrides: Any) -> dict[str, Any]:
         else:
             event[key] = value
     return event
+
+
+def make_notification(**fields: Any) -> dict[str, Any]:
+    """A valid notification-audit request body; fields replace or add fields."""
+    import uuid
+
+    body = {
+        "remediation_id": f"rem-{uuid.uuid4()}",
+        "notification_id": f"n-{uuid.uuid4()}",
+        "recipient": "oncall@example.com",
+        "channel": "email",
+        "message_summary": "Pod restarted",
+        "status": "sent",
+        "sent_at": now_rfc3339(),
+    }
+    body.update(fields)
+    return body

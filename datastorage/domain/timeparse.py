@@ -14,7 +14,10 @@ def parse_time_bound(value: str, now: dt.datetime) -> dt.datetime:
     text = value.strip()
     match = _DURATION.match(text)
     if match:
-        return now - dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            return now - dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError as exc:
+            raise ValueError("the duration reaches before year 1") from exc
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         day = dt.date.fromisoformat(text)
         return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)

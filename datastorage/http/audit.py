@@ -22,6 +22,7 @@ from datastorage.http.problems import (
     unavailable,
     validation_error,
 )
+from datastorage.http.validation import decode_json
 from datastorage.schemas import count_failure
 from datastorage.store import audit_events
 from datastorage.store.errors import Conflict, StoreUnavailable
@@ -165,12 +166,15 @@ def _query_from_params(ctx: AppContext, params: dict[str, Any]) -> audit_events.
                 errors[name] = str(exc)
     data = None
     if params.get("event_data") is not None:
+        # The same strict decoder as request bodies: what it rejects could not match anyway
+        # (or could not even be sent to PostgreSQL, like a NUL).
+        reason = ""
         try:
-            data = orjson.loads(params["event_data"])
-        except orjson.JSONDecodeError:
-            data = None
+            data = decode_json(params["event_data"].encode(), ctx.settings.max_json_depth)
+        except Problem as exc:
+            reason = "; ".join((exc.field_errors or {"": exc.detail}).values())
         if not isinstance(data, dict):
-            errors["event_data"] = "must be a JSON object"
+            errors["event_data"] = "must be a JSON object" + (f" ({reason})" if reason else "")
     if params.get("offset") is not None and params.get("cursor"):
         errors["cursor"] = "use either offset or cursor, not both"
     if errors:
@@ -192,7 +196,7 @@ def _query_from_params(ctx: AppContext, params: dict[str, Any]) -> audit_events.
 
 async def query_events(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    params = ctx.validator.query("queryAuditEvents", request.query_params)
+    params = ctx.validator.query("queryAuditEvents", request)
     query = _query_from_params(ctx, params)
     try:
         async with ctx.db.connection() as conn:

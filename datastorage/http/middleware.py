@@ -62,10 +62,12 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = ""
+        body_pending = False  # a body was announced and its last chunk not yet read
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:200]
-                break
+            elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                body_pending = True
         request_id = request_id or new_event_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -79,15 +81,24 @@ class RequestContext:
                 status = message["status"]
                 response_started = True
                 extra = [header]
-                if self.draining():
-                    # Clients stop reusing the connection, so when the listener closes no
-                    # keep-alive connection is caught between a request and its response.
+                if self.draining() or body_pending:
+                    # Draining: clients stop reusing the connection, so when the listener
+                    # closes no keep-alive connection is caught between a request and its
+                    # response. An unread body (a route without one, a 413, a 415): the
+                    # server would drop the connection after this response; say so.
                     extra.append((b"connection", b"close"))
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
+        async def receive_body() -> Message:
+            nonlocal body_pending
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_pending = False
+            return message
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_body, send_with_id)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if not response_started:
@@ -100,7 +111,7 @@ class RequestContext:
                     ),
                     scope["path"],
                 )
-                await response(scope, receive, send_with_id)
+                await response(scope, receive_body, send_with_id)
         finally:
             route = self.routes.get(scope.get("endpoint"), "unmatched")
             elapsed = time.perf_counter() - started

@@ -1,7 +1,8 @@
 """Request checks of the HTTP layer: the strict JSON decoder and problems from the schemas.
 
 The decoder rejects what PostgreSQL could not store (duplicate keys, NaN/Infinity, NUL
-characters, lone surrogates) and nesting deeper than the configured limit. `RequestValidator`
+characters, lone surrogates), integers the response codec cannot write back (beyond 64 bits)
+and nesting deeper than the configured limit. `RequestValidator`
 is the compiled `schemas.SchemaValidator` with methods that raise a `Problem` listing every
 failing field.
 """
@@ -11,8 +12,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from starlette.requests import Request
 
 from datastorage.http.problems import Problem, validation_error
 from datastorage.schemas import SchemaValidator, count_failure, field_path
@@ -24,11 +27,32 @@ class RequestValidator(SchemaValidator):
         if errors:
             raise validation_error(errors)
 
-    def query(self, operation_id: str, params: Mapping[str, str]) -> dict[str, Any]:
-        values, errors = self.query_values(operation_id, params)
+    def query(self, operation_id: str, request: Request) -> dict[str, Any]:
+        values, errors = self.query_values(operation_id, strict_query(request))
         if errors:
             raise validation_error(errors)
         return values
+
+
+def strict_query(request: Request) -> dict[str, str]:
+    """The query parameters (the last of a repeated name wins), decoded as strict UTF-8: a
+    value that is not UTF-8 is a 400 naming the parameter, not a silent U+FFFD."""
+    values: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for pair in request.scope["query_string"].split(b"&"):
+        if not pair:
+            continue
+        raw_name, _, raw_value = pair.partition(b"=")
+        name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("utf-8", "replace")
+        try:
+            values[name] = unquote_to_bytes(raw_value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            errors[name] = "must be valid UTF-8"
+    if errors:
+        for name in errors:
+            count_failure(name, "encoding")
+        raise validation_error(errors)
+    return values
 
 
 def _reject_constant(name: str) -> Any:
@@ -65,6 +89,9 @@ def decode_json(raw: bytes, max_depth: int) -> Any:
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise Problem(400, "invalid-json", f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nested far beyond max_depth
+        count_failure("body", "depth")
+        raise validation_error({"body": f"nesting must not exceed {max_depth} levels"}) from exc
     field_errors = _storable_errors(value, max_depth) if _needs_walk(raw, value, max_depth) else {}
     if field_errors:
         for field, message in field_errors.items():
@@ -77,11 +104,14 @@ def decode_json(raw: bytes, max_depth: int) -> Any:
 # characters in strings, and valid UTF-8 has no surrogates): without such an escape in the
 # bytes, no string needs checking.
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+# An integer beyond 64 bits has at least 19 digits in a row.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 def _needs_walk(raw: bytes, value: Any, max_depth: int) -> bool:
     """Cheap screens before the full walk that names offending paths."""
-    if _SUSPECT_ESCAPE.search(raw):
+    if _SUSPECT_ESCAPE.search(raw) or _LONG_DIGITS.search(raw):
         return True
     if raw.count(b"{") + raw.count(b"[") <= max_depth:  # cannot nest that deep
         return False
@@ -101,7 +131,8 @@ def _deeper_than(value: Any, limit: int) -> bool:
 
 
 def _storable_errors(value: Any, max_depth: int) -> dict[str, str]:
-    """Depth over the limit, NUL characters and lone surrogates, with their paths."""
+    """Depth over the limit, NUL characters, lone surrogates and integers beyond 64 bits,
+    with their paths."""
     errors: dict[str, str] = {}
     stack: list[tuple[Any, tuple, int]] = [(value, (), 0)]
     while stack:
@@ -123,6 +154,8 @@ def _storable_errors(value: Any, max_depth: int) -> dict[str, str]:
             errors.setdefault(
                 field_path(path) or "body", "must not contain NUL characters or lone surrogates"
             )
+        elif isinstance(node, int) and not _INT_MIN <= node <= _INT_MAX:
+            errors.setdefault(field_path(path) or "body", "integer out of the 64-bit range")
     return errors
 
 

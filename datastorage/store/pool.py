@@ -18,8 +18,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from datastorage.config import Settings
@@ -29,6 +31,13 @@ from datastorage.store.errors import StoreUnavailable, is_transient
 log = logging.getLogger(__name__)
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 1.0
+
+
+async def _configure(conn: AsyncConnection) -> None:
+    # jsonb keeps numbers exact: a 1e300 sent in event_data comes back as a 301-digit integer.
+    # orjson reads an integer beyond 64 bits as a float (what the client sent), which the
+    # response codec can write; the stdlib would give an int that no response could carry.
+    set_json_loads(orjson.loads, conn)
 
 
 class Database:
@@ -52,6 +61,7 @@ class Database:
                 "options": options,
                 "connect_timeout": max(1, int(settings.db_pool_timeout)),
             },
+            configure=_configure,
             reconnect_timeout=0,  # keep trying for ever while the database is down
             name="datastorage",
         )

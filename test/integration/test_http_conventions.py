@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 import yaml
-from support import make_event, now_rfc3339
+from support import make_event, make_notification, now_rfc3339
 
 NOTIFICATIONS = "/api/v1/audit/notifications"
 
@@ -117,22 +117,8 @@ def test_route_label_uses_the_template_not_the_path(api):
 # ---- notifications ---------------------------------------------------------------------------
 
 
-def _notification(**overrides):
-    body = {
-        "remediation_id": f"rem-{uuid.uuid4()}",
-        "notification_id": f"n-{uuid.uuid4()}",
-        "recipient": "oncall@example.com",
-        "channel": "email",
-        "message_summary": "Pod restarted",
-        "status": "sent",
-        "sent_at": now_rfc3339(),
-    }
-    body.update(overrides)
-    return body
-
-
 def test_notification_is_stored_and_listed(api):
-    body = _notification(escalation_level=2, delivery_status="250 OK")
+    body = make_notification(escalation_level=2, delivery_status="250 OK")
     response = api.post(NOTIFICATIONS, json=body)
     assert response.status_code == 201, response.text
     stored = response.json()
@@ -148,7 +134,7 @@ def test_notification_is_stored_and_listed(api):
 
 
 def test_duplicate_notification_id_is_409(api):
-    body = _notification()
+    body = make_notification()
     assert api.post(NOTIFICATIONS, json=body).status_code == 201
     response = api.post(NOTIFICATIONS, json=body)
     assert response.status_code == 409
@@ -169,13 +155,13 @@ def test_duplicate_notification_id_is_409(api):
     ],
 )
 def test_notification_field_errors(api, field, value):
-    response = api.post(NOTIFICATIONS, json=_notification(**{field: value}))
+    response = api.post(NOTIFICATIONS, json=make_notification(**{field: value}))
     assert response.status_code == 400
     assert field in response.json()["field_errors"]
 
 
 def test_notification_sent_in_the_future_is_rejected(api):
-    response = api.post(NOTIFICATIONS, json=_notification(sent_at=now_rfc3339(3600)))
+    response = api.post(NOTIFICATIONS, json=make_notification(sent_at=now_rfc3339(3600)))
     assert response.status_code == 400
     assert "sent_at" in response.json()["field_errors"]
 
