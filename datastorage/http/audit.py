@@ -101,7 +101,7 @@ async def create_batch(request: Request) -> Response:
     seen: dict[str, int] = {}
     for index, item in enumerate(body):
         prefix = f"[{index}]."
-        if any(key.startswith(prefix) or key == f"[{index}]" for key in errors):
+        if errors and any(key.startswith(prefix) or key == f"[{index}]" for key in errors):
             continue
         try:
             event = _normalize(ctx, item, prefix)

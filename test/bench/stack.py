@@ -21,6 +21,8 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 import support  # noqa: E402
 
+from datastorage.config import load_settings  # noqa: E402
+
 BENCH_DATABASE = "bench"
 
 
@@ -105,9 +107,9 @@ class Stack:
     def start_server(
         self, server: str = "hypercorn", workers: int | None = None, **env: str
     ) -> support.ServerProcess:
-        args: list[str] = ["--server", server]
-        if workers:
-            args += ["--workers", str(workers)]
+        # Always explicit: support.ServerProcess pins the tests' servers to one process, and
+        # the bench measures the server's own default (one worker per CPU) unless told.
+        args = ["--server", server, "--workers", str(workers or load_settings().workers)]
         process = support.ServerProcess(
             {"DATASTORAGE_DATABASE_URL": self.database_url, **env}, self.log_dir, tuple(args)
         )
