@@ -96,7 +96,6 @@ def decode_json(raw: bytes, max_depth: int) -> Any:
 
 
 _UNDECIDED = object()
-_BLANKS = b" \t\r\n"
 
 
 def _fast_decode(raw: bytes) -> Any:
@@ -104,20 +103,20 @@ def _fast_decode(raw: bytes) -> Any:
     agrees with `_strict_decode`; `_UNDECIDED` otherwise.
 
     orjson rejects what the strict decoder rejects (invalid UTF-8, NaN, Infinity, 1e400) but
-    collapses a repeated key. Without an escaped quote or backslash and without \\u escapes, no
-    string holds a quote, so with every blank deleted each key is followed by `":`, and the
-    only other `":` is a string that starts with blanks and a colon. The body repeats a key
-    only if it has more `":` than the value re-encoded (which writes each kept key once);
-    when in doubt, the strict decoder decides."""
-    if b"\\" in raw and (b'\\"' in raw or b"\\\\" in raw or b"\\u" in raw):
+    reads an integer beyond 64 bits as a float and keeps the last of a repeated key. Without
+    \\u escapes a colon is a colon in the text: one per key, plus those inside strings. The
+    value re-encoded has the colons of every kept key and string; a repeated key adds one in
+    the body (and maybe more in its dropped value), so the body has more colons exactly when
+    it repeats a key. When in doubt, the strict decoder decides."""
+    if b"\\" in raw and b"\\u" in raw:
         return _UNDECIDED
-    if _has_long_digits(raw):  # orjson reads an integer beyond 64 bits as a float
+    if _has_long_digits(raw):
         return _UNDECIDED
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return _UNDECIDED  # the strict decoder says what is wrong
-    if raw.translate(None, _BLANKS).count(b'":') != orjson.dumps(value).count(b'":'):
+    if raw.count(b":") != orjson.dumps(value).count(b":"):
         return _UNDECIDED
     return value
 

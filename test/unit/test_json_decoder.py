@@ -126,7 +126,7 @@ def test_fast_path_answers_common_bodies_like_the_strict_decoder(raw):
     assert ("ok", validation._fast_decode(raw)) == strict_outcome(raw)
 
 
-key_text = st.text(alphabet=st.sampled_from('ab": \\\u00e9\u0000\n'), max_size=3)
+key_text = st.text(alphabet=st.sampled_from('ab": \\\u00e9\u0000\n:[]{}'), max_size=3)
 json_scalars = (
     st.none()
     | st.booleans()
