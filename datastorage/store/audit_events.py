@@ -473,6 +473,13 @@ def _where(query: EventQuery) -> tuple[sql.Composable, list[Any]]:
     return where, params
 
 
+# An event_data containment matching at most this many rows is paged from its matches, found
+# through the GIN index. Otherwise PostgreSQL picks the plan, and for `@>` it estimates the
+# share of matching rows from a sample: a probe matching 0.1 % of the rows was planned some
+# runs as a walk down the time index filtering every row (30 ms at 1M rows, not 8).
+GIN_FIRST_MAX_MATCHES = 5000
+
+
 async def query_events(conn: AsyncConnection, query: EventQuery) -> EventPage:
     """One page plus a capped total, both read in the same snapshot."""
     where, params = _where(query)
@@ -487,17 +494,27 @@ async def query_events(conn: AsyncConnection, query: EventQuery) -> EventPage:
         "SELECT {cols} FROM audit_events WHERE {where} "
         "ORDER BY event_timestamp {dir}, event_id {dir} LIMIT %s OFFSET %s"
     ).format(cols=_SELECT_LIST, where=page_where, dir=direction)
+    gin_first_sql = sql.SQL(
+        "WITH matches AS MATERIALIZED (SELECT {cols} FROM audit_events WHERE {where}) "
+        "SELECT * FROM matches "
+        "ORDER BY event_timestamp {dir}, event_id {dir} LIMIT %s OFFSET %s"
+    ).format(cols=_SELECT_LIST, where=page_where, dir=direction)
     count_sql = sql.SQL(
         "SELECT count(*) FROM (SELECT 1 FROM audit_events WHERE {where} LIMIT %s) AS capped"
     ).format(where=where)
     offset = 0 if query.cursor else (query.offset or 0)
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(page_sql, [*page_params, query.limit + 1, offset])
-        rows = await cur.fetchall()
         count_cur = await conn.execute(count_sql, [*params, query.count_limit + 1])
         (counted,) = await count_cur.fetchone()
+        few_matches = query.event_data is not None and counted <= min(
+            GIN_FIRST_MAX_MATCHES, query.count_limit
+        )
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            gin_first_sql if few_matches else page_sql, [*page_params, query.limit + 1, offset]
+        )
+        rows = await cur.fetchall()
     has_more = len(rows) > query.limit
     rows = rows[: query.limit]
     next_cursor = None
