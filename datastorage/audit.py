@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,31 @@ class AuditWriter:
         WRITE_DURATION.labels("audit_events").observe(time.perf_counter() - started)
         self._count_success(events)
         return Outcome("created" if inserted else "duplicate", events), []
+
+    async def write_stream(
+        self, events: Iterable[dict[str, Any]], complete: Callable[[], list[dict[str, Any]]]
+    ) -> Outcome:
+        """A batch of events naming no parent and no client-chosen id, copied while it is
+        still being normalized. `complete()` finishes the normalization and returns every
+        event, or raises (invalid batch): then nothing is stored and nothing queued."""
+        started = time.perf_counter()
+        try:
+            async with self.db.connection() as conn:
+                await audit_events.copy_events(
+                    conn,
+                    events,
+                    complete=complete,
+                    lock_timeout=self.settings.partition_lock_timeout,
+                    on_partition_created=_partition_created,
+                )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return await self._queue(AUDIT_KIND, complete(), exc)
+        WRITE_DURATION.labels("audit_events").observe(time.perf_counter() - started)
+        records = complete()
+        self._count_success(records)
+        return Outcome("created", records)
 
     def _count_success(self, events: list[dict[str, Any]]) -> None:
         now = dt.datetime.now(dt.UTC)

@@ -96,6 +96,8 @@ async def create_batch(request: Request) -> Response:
         count_failure("body", "maxItems")
         raise validation_error({"body": f"must have at most {ctx.settings.max_batch_items} items"})
     errors = ctx.validator.body_errors("createAuditEventBatch", body)
+    if not errors and not any("event_id" in item or "parent_event_id" in item for item in body):
+        return await _stream_batch(ctx, body)
     events: list[dict[str, Any]] = []
     client_ids: set[str] = set()
     seen: dict[str, int] = {}
@@ -118,7 +120,7 @@ async def create_batch(request: Request) -> Response:
             client_ids.add(event["event_id"])
         events.append(event)
     if errors:
-        raise validation_error(errors, f"{len(errors)} field(s) failed validation; nothing stored")
+        raise _invalid_batch(errors)
     try:
         outcome, conflicts = await ctx.writer.write_batch(events, client_ids)
     except audit_events.UnknownParent as exc:
@@ -139,7 +141,59 @@ async def create_batch(request: Request) -> Response:
                 f"[{i}].event_id": "already stored with different content" for i in conflicts
             },
         )
-    ids = [e["event_id"] for e in events]
+    return _batch_response(outcome)
+
+
+def _invalid_batch(errors: dict[str, str]) -> Problem:
+    return validation_error(errors, f"{len(errors)} field(s) failed validation; nothing stored")
+
+
+class _StreamedBatch:
+    """A batch's events, normalized as the COPY consumes them; iterating again replays the
+    ones already made (the store re-reads it after creating a missing partition)."""
+
+    def __init__(self, ctx: AppContext, items: list[dict[str, Any]]) -> None:
+        self.ctx = ctx
+        self.items = items
+        self.events: list[dict[str, Any]] = []
+        self.errors: dict[str, str] = {}
+        self._next = 0
+
+    def __iter__(self):
+        yield from list(self.events)
+        while self._next < len(self.items):
+            index = self._next
+            self._next += 1
+            try:
+                event = _normalize(self.ctx, self.items[index], f"[{index}].")
+            except Problem as problem:
+                self.errors.update(problem.field_errors or {})
+                continue
+            self.events.append(event)
+            yield event
+
+    def complete(self) -> list[dict[str, Any]]:
+        """Every event, or the validation problem naming every failing field."""
+        for _ in self:
+            pass
+        if self.errors:
+            raise _invalid_batch(self.errors)
+        return self.events
+
+
+async def _stream_batch(ctx: AppContext, items: list[dict[str, Any]]) -> Response:
+    """The common batch (no client-chosen ids, no parents): PostgreSQL stores the first rows
+    while the rest are still being normalized."""
+    batch = _StreamedBatch(ctx, items)
+    try:
+        outcome = await ctx.writer.write_stream(batch, batch.complete)
+    except WriteUnavailable as exc:
+        raise _write_unavailable(ctx, exc) from exc
+    return _batch_response(outcome)
+
+
+def _batch_response(outcome: Any) -> Response:
+    ids = [e["event_id"] for e in outcome.records]
     if outcome.status == "queued":
         return json_response(
             {

@@ -342,6 +342,29 @@ async def insert_batch(
         return len(fresh), []
 
 
+async def copy_events(
+    conn: AsyncConnection,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    complete: Callable[[], Any],
+    lock_timeout: float,
+    on_partition_created: Any = None,
+) -> None:
+    """Store, with one COPY, events that name no parent and no client-chosen id, writing each
+    row as the iterable yields it: the caller may still be producing them, and PostgreSQL
+    works on the first rows meanwhile. `complete()` runs after the last row, before the
+    commit; if it raises, nothing is stored. On a missing partition the iterable is read
+    again (it must replay what it yielded)."""
+
+    async def copy_rows() -> None:
+        async with conn.cursor().copy(_COPY) as copy:
+            for event in events:
+                await copy.write_row(_copy_row(event))
+            complete()
+
+    await _with_partitions(conn, events, lock_timeout, on_partition_created, copy_rows)
+
+
 async def _copy_with_partitions(
     conn: AsyncConnection,
     events: list[dict[str, Any]],

@@ -417,3 +417,22 @@ def test_event_date_is_the_utc_day_whatever_the_offset(api, db):
     ).fetchone()[0]
     assert stored == local.astimezone(dt.UTC).date()
     assert response.json()["event_timestamp"].endswith("Z")
+
+
+def test_batch_invalid_at_its_end_stores_none_of_the_rows_already_copied(api, db):
+    """The common batch is copied while later items are still being checked: an error in
+    the last items still stores nothing."""
+    correlation = f"batch-tail-{uuid.uuid4()}"
+    events = [make_event(correlation_id=correlation) for _ in range(800)]
+    events[0]["event_timestamp"] = now_rfc3339(3600)
+    events[799]["event_timestamp"] = now_rfc3339(3600)
+    response = api.post(BATCH, json=events)
+    assert response.status_code == 400
+    assert set(response.json()["field_errors"]) == {"[0].event_timestamp", "[799].event_timestamp"}
+    events[0]["event_timestamp"] = events[799]["event_timestamp"] = now_rfc3339()
+    events[400]["event_timestamp"] = now_rfc3339(3600)
+    assert api.post(BATCH, json=events).status_code == 400
+    assert _count(db, correlation) == 0
+    events[400]["event_timestamp"] = now_rfc3339()
+    assert api.post(BATCH, json=events).status_code == 201
+    assert _count(db, correlation) == 800

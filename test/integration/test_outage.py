@@ -392,3 +392,27 @@ def test_kill_9_under_load_loses_no_201_acknowledged_event(database, tmp_path):
     missing = writers.acked - set(counts)
     assert not missing, f"{len(missing)} acknowledged events missing"
     assert set(counts.values()) == {1}
+
+
+def test_invalid_batch_during_an_outage_is_400_and_queues_nothing(database, tmp_path):
+    """A batch is copied while it is still being normalized; with the database down it is
+    queued only once every item is known valid."""
+    pg, url = database
+    server = _server(url, f"file://{tmp_path}/dlq", tmp_path)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as api:
+            pg.stop()
+            batch = [make_event() for _ in range(200)]
+            batch[199]["event_timestamp"] = "2000-01-01T00:00:00Z"  # older than 7 days
+            response = api.post(BATCH, json=batch)
+            assert response.status_code == 400, response.text
+            assert set(response.json()["field_errors"]) == {"[199].event_timestamp"}
+            dlq = api.get("/api/v1/admin/dlq").json()
+            assert all(stream["depth"] == 0 for stream in dlq["streams"]), dlq
+            batch[199] = make_event()
+            assert api.post(BATCH, json=batch).status_code == 202
+            dlq = api.get("/api/v1/admin/dlq").json()
+            assert {s["stream"]: s["depth"] for s in dlq["streams"]}["audit_events"] == 200
+    finally:
+        server.stop()
+        pg.start()
