@@ -119,11 +119,12 @@ def _message(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def collect_field_errors(errors: Any) -> dict[str, str]:
-    """Flatten jsonschema errors to {path: message}; the first message per path wins."""
+def collect_field_errors(errors: Any, root: tuple[Any, ...] = ()) -> dict[str, str]:
+    """Flatten jsonschema errors to {path: message}; the first message per path wins. `root`:
+    where the validated value sits in the request (`(3,)` for item 3 of a batch)."""
     out: dict[str, str] = {}
     for error in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
-        path = list(error.absolute_path)
+        path = [*root, *error.absolute_path]
         if error.validator == "required":
             missing = re.match(r"'(.+?)' is a required property", error.message)
             if missing:
@@ -215,7 +216,9 @@ class SchemaValidator:
         }
         return jsonschema.Draft202012Validator(wrapped, registry=registry, format_checker=_formats)
 
-    def body_errors(self, operation_id: str, data: Any) -> dict[str, str]:
+    def body_errors(
+        self, operation_id: str, data: Any, root: tuple[Any, ...] = ()
+    ) -> dict[str, str]:
         """Every failing field. The compiled fast check answers the common case (valid) in
         a few microseconds; only an invalid body pays for the full error report.
 
@@ -223,7 +226,7 @@ class SchemaValidator:
         and the handlers and PostgreSQL must not see a float there."""
         fast = self._fast.get(operation_id)
         if fast is None or not fast.is_valid(data):
-            errors = collect_field_errors(self._bodies[operation_id].iter_errors(data))
+            errors = collect_field_errors(self._bodies[operation_id].iter_errors(data), root)
             if errors:
                 return errors
         for path in self._integers.get(operation_id, ()):

@@ -22,7 +22,7 @@ from datastorage.http.problems import (
     unavailable,
     validation_error,
 )
-from datastorage.http.validation import decode_json
+from datastorage.http.validation import decode_json, nesting_errors
 from datastorage.schemas import count_failure
 from datastorage.store import audit_events
 from datastorage.store.errors import Conflict, StoreUnavailable
@@ -87,17 +87,23 @@ async def create_event(request: Request) -> Response:
 
 async def create_batch(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    body = await read_json(
-        request, ctx.settings.max_batch_body_bytes, ctx.settings.max_json_depth + 1
-    )
+    # Nesting is checked item by item (in the stream, for the common batch).
+    depth = ctx.settings.max_json_depth
+    body = await read_json(request, ctx.settings.max_batch_body_bytes, depth + 1, check_depth=False)
     if not isinstance(body, list):
         ctx.validator.body("createAuditEventBatch", body)
     if len(body) > ctx.settings.max_batch_items:
         count_failure("body", "maxItems")
         raise validation_error({"body": f"must have at most {ctx.settings.max_batch_items} items"})
-    errors = ctx.validator.body_errors("createAuditEventBatch", body)
-    if not errors and not any("event_id" in item or "parent_event_id" in item for item in body):
+    if body and all(
+        isinstance(item, dict) and "event_id" not in item and "parent_event_id" not in item
+        for item in body
+    ):
         return await _stream_batch(ctx, body)
+    errors = nesting_errors(body, depth + 1)
+    if errors:
+        raise _invalid_batch(errors)
+    errors = ctx.validator.body_errors("createAuditEventBatch", body)
     events: list[dict[str, Any]] = []
     client_ids: set[str] = set()
     seen: dict[str, int] = {}
@@ -149,8 +155,9 @@ def _invalid_batch(errors: dict[str, str]) -> Problem:
 
 
 class _StreamedBatch:
-    """A batch's events, normalized as the COPY consumes them; iterating again replays the
-    ones already made (the store re-reads it after creating a missing partition)."""
+    """A batch's events, checked (nesting, schema, rules) and normalized as the COPY consumes
+    them; iterating again replays the ones already made (the store re-reads it after
+    creating a missing partition)."""
 
     def __init__(self, ctx: AppContext, items: list[dict[str, Any]]) -> None:
         self.ctx = ctx
@@ -164,8 +171,14 @@ class _StreamedBatch:
         while self._next < len(self.items):
             index = self._next
             self._next += 1
+            item = self.items[index]
+            errors = nesting_errors(item, self.ctx.settings.max_json_depth, (index,))
+            errors = errors or self.ctx.validator.body_errors("createAuditEvent", item, (index,))
+            if errors:
+                self.errors.update(errors)
+                continue
             try:
-                event = _normalize(self.ctx, self.items[index], f"[{index}].")
+                event = _normalize(self.ctx, item, f"[{index}].")
             except Problem as problem:
                 self.errors.update(problem.field_errors or {})
                 continue

@@ -133,7 +133,9 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_json(request: Request, limit: int, max_depth: int) -> Any:
+async def read_json(
+    request: Request, limit: int, max_depth: int, *, check_depth: bool = True
+) -> Any:
     media = _media_type(request)
     if media != "application/json" and not (
         media.startswith("application/") and media.endswith("+json")
@@ -155,4 +157,4 @@ async def read_json(request: Request, limit: int, max_depth: int) -> Any:
         chunks.append(chunk)
     if not size:
         raise Problem(400, "invalid-json", "request body is empty")
-    return decode_json(b"".join(chunks), max_depth)
+    return decode_json(b"".join(chunks), max_depth, check_depth=check_depth)

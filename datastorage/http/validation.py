@@ -78,15 +78,20 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def decode_json(raw: bytes, max_depth: int) -> Any:
-    """Parse a request body strictly; raise Problem invalid-json / validation-error."""
+def decode_json(raw: bytes, max_depth: int, *, check_depth: bool = True) -> Any:
+    """Parse a request body strictly; raise Problem invalid-json / validation-error.
+    `check_depth=False`: the caller checks nesting itself (`nesting_errors`), part by part."""
     value = _fast_decode(raw)
     if value is _UNDECIDED:
         value = _strict_decode(raw, max_depth)
         suspect = _has_long_digits(raw) or _SUSPECT_ESCAPE.search(raw) is not None
     else:
         suspect = False  # no \u escape (so no NUL, no lone surrogate), no long integer
-    deep = raw.count(b"{") + raw.count(b"[") > max_depth and _deeper_than(value, max_depth)
+    deep = (
+        check_depth
+        and raw.count(b"{") + raw.count(b"[") > max_depth
+        and _deeper_than(value, max_depth)
+    )
     field_errors = _storable_errors(value, max_depth) if suspect or deep else {}
     if field_errors:
         for field, message in field_errors.items():
@@ -152,6 +157,17 @@ def _has_long_digits(raw: bytes) -> bool:
     return _NINETEEN_DIGITS in raw.translate(_DIGITS_AS_ZERO)
 
 
+def nesting_errors(value: Any, max_depth: int, root: tuple[Any, ...] = ()) -> dict[str, str]:
+    """The paths nesting deeper than `max_depth` (none for most values, found cheaply);
+    `root`: where `value` sits in the request (`(3,)` for item 3 of a batch)."""
+    if not _deeper_than(value, max_depth):
+        return {}
+    errors = _storable_errors(value, max_depth, root)
+    for field in errors:
+        count_failure(field, "depth")
+    return errors
+
+
 def _deeper_than(value: Any, limit: int) -> bool:
     """Whether containers nest more than `limit` levels: level by level, in comprehensions
     (2.5x faster than a stack of (node, depth) pairs on a 1000-event batch)."""
@@ -171,11 +187,11 @@ def _deeper_than(value: Any, limit: int) -> bool:
 _CONTAINERS = (dict, list)
 
 
-def _storable_errors(value: Any, max_depth: int) -> dict[str, str]:
+def _storable_errors(value: Any, max_depth: int, root: tuple[Any, ...] = ()) -> dict[str, str]:
     """Depth over the limit, NUL characters, lone surrogates and integers beyond 64 bits,
     with their paths."""
     errors: dict[str, str] = {}
-    stack: list[tuple[Any, tuple, int]] = [(value, (), 0)]
+    stack: list[tuple[Any, tuple, int]] = [(value, root, 0)]
     while stack:
         node, path, depth = stack.pop()
         if isinstance(node, dict | list):
