@@ -50,10 +50,9 @@ def map_body(ctx, body):
     return body
 
 
-_describe = lambda_sources._lambda_description
+_describe = getattr(lambda_sources, "_lambda_description", None)
 
 
-@functools.wraps(_describe)
 def _lambda_description(f, *args, **kwargs):
     try:
         return _describe(f, *args, **kwargs)
@@ -61,4 +60,5 @@ def _lambda_description(f, *args, **kwargs):
         return "lambda: <unknown>"
 
 
-lambda_sources._lambda_description = _lambda_description
+if _describe is not None:  # only where this hypothesis version has the function
+    lambda_sources._lambda_description = functools.wraps(_describe)(_lambda_description)
