@@ -1,7 +1,7 @@
 """The OpenAPI document and the request validators compiled from it, once.
 
 `openapi.yaml` is the only place a request schema is written. `SchemaValidator` compiles the
-request body schema and the query parameters of every operation into jsonschema validators
+request body schema and the query and path parameters of every operation into jsonschema validators
 (plus a native fast check for bodies) and reports every failing field as `{path: message}`.
 The HTTP layer turns those reports into problems (`http.validation`); the catalog uses the same
 validator for what the operator sends it.
@@ -180,7 +180,7 @@ class SchemaValidator:
         self._bodies: dict[str, jsonschema.Draft202012Validator] = {}
         self._fast: dict[str, Any] = {}
         self._integers: dict[str, list[tuple[Any, ...]]] = {}
-        self._queries: dict[str, tuple[jsonschema.Draft202012Validator, dict[str, Any]]] = {}
+        self._parameters: dict[str, tuple[jsonschema.Draft202012Validator, dict[str, Any]]] = {}
         for path_item in document["paths"].values():
             for operation in path_item.values():
                 op_id = operation["operationId"]
@@ -190,14 +190,16 @@ class SchemaValidator:
                     self._fast[op_id] = _fast_validator(body["schema"], document)
                     self._integers[op_id] = _integer_paths(_inline_refs(body["schema"], document))
                 params = {
-                    p["name"]: p for p in operation.get("parameters", []) if p["in"] == "query"
+                    p["name"]: p
+                    for p in operation.get("parameters", [])
+                    if p["in"] in ("query", "path")
                 }
                 if params:
                     schema = {
                         "type": "object",
                         "properties": {n: p["schema"] for n, p in params.items()},
                     }
-                    self._queries[op_id] = (self._validator(schema, registry), schema)
+                    self._parameters[op_id] = (self._validator(schema, registry), schema)
 
     @staticmethod
     def _apply_limits(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -233,12 +235,12 @@ class SchemaValidator:
             _integral_floats_to_int(data, path)
         return {}
 
-    def query_values(
+    def parameter_values(
         self, operation_id: str, params: Mapping[str, str]
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """Known parameters coerced to their schema types, defaults applied, unknown ignored;
         and the failing ones."""
-        validator, schema = self._queries[operation_id]
+        validator, schema = self._parameters[operation_id]
         values = {}
         unstorable = {}
         for name, prop in schema["properties"].items():

@@ -263,7 +263,7 @@ def _query_from_params(ctx: AppContext, params: dict[str, Any]) -> audit_events.
 
 async def query_events(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    params = ctx.validator.query("queryAuditEvents", request)
+    params = ctx.validator.parameters("queryAuditEvents", request)
     query = _query_from_params(ctx, params)
     try:
         async with ctx.db.connection() as conn:

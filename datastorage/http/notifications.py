@@ -58,7 +58,7 @@ async def create_notification(request: Request) -> Response:
 
 async def list_notifications(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    params = ctx.validator.query("listNotificationAudit", request)
+    params = ctx.validator.parameters("listNotificationAudit", request)
     try:
         async with ctx.db.connection() as conn:
             rows, total = await notifications.list_notifications(

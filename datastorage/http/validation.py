@@ -28,8 +28,10 @@ class RequestValidator(SchemaValidator):
         if errors:
             raise validation_error(errors)
 
-    def query(self, operation_id: str, request: Request) -> dict[str, Any]:
-        values, errors = self.query_values(operation_id, strict_query(request))
+    def parameters(self, operation_id: str, request: Request) -> dict[str, Any]:
+        """The query and path parameters of the request, checked against the document."""
+        given = {**strict_query(request), **request.path_params}
+        values, errors = self.parameter_values(operation_id, given)
         if errors:
             raise validation_error(errors)
         return values
@@ -82,21 +84,18 @@ def decode_json(raw: bytes, max_depth: int, *, check_depth: bool = True) -> Any:
     """Parse a request body strictly; raise Problem invalid-json / validation-error.
     `check_depth=False`: the caller checks nesting itself (`nesting_errors`), part by part."""
     value = _fast_decode(raw)
+    errors: dict[str, str] = {}
+    # The fast path saw no \u escape (so no NUL, no lone surrogate) and no long integer.
     if value is _UNDECIDED:
         value = _strict_decode(raw, max_depth)
-        suspect = _has_long_digits(raw) or _SUSPECT_ESCAPE.search(raw) is not None
-    else:
-        suspect = False  # no \u escape (so no NUL, no lone surrogate), no long integer
-    deep = (
-        check_depth
-        and raw.count(b"{") + raw.count(b"[") > max_depth
-        and _deeper_than(value, max_depth)
-    )
-    field_errors = _storable_errors(value, max_depth) if suspect or deep else {}
-    if field_errors:
-        for field, message in field_errors.items():
-            count_failure(field, "depth" if "nesting" in message else "unstorable")
-        raise validation_error(field_errors)
+        if _has_long_digits(raw) or _SUSPECT_ESCAPE.search(raw):
+            errors = _storable_errors(value, max_depth)
+            for field, message in errors.items():
+                count_failure(field, "depth" if "nesting" in message else "unstorable")
+    if not errors and check_depth and raw.count(b"{") + raw.count(b"[") > max_depth:
+        errors = nesting_errors(value, max_depth)
+    if errors:
+        raise validation_error(errors)
     return value
 
 

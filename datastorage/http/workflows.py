@@ -123,7 +123,7 @@ async def create_workflow(request: Request) -> Response:
 
 async def list_workflows(request: Request) -> Response:
     ctx = _context(request)
-    params = ctx.validator.query("listWorkflows", request)
+    params = ctx.validator.parameters("listWorkflows", request)
     rows, total = await _call(ctx, ctx.catalog.list(params, params["limit"], params["offset"]))
     return json_response(
         {"workflows": rows, "limit": params["limit"], "offset": params["offset"], "total": total}
@@ -138,11 +138,7 @@ async def get_workflow(request: Request) -> Response:
 
 async def list_versions(request: Request) -> Response:
     ctx = _context(request)
-    workflow_name = request.path_params["workflow_name"]
-    if "\x00" in workflow_name or len(workflow_name) > 255:
-        raise validation_error(
-            {"workflow_name": "must be at most 255 characters without NUL characters"}
-        )
+    workflow_name = ctx.validator.parameters("listWorkflowVersions", request)["workflow_name"]
     versions = await _call(ctx, ctx.catalog.versions(workflow_name))
     if not versions:
         raise not_found(f"no workflow named {workflow_name!r}")
