@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from datastorage.domain.events import format_timestamp
+from datastorage.domain.lifecycle import MUTABLE_FIELDS
 from datastorage.store.errors import Conflict
 
 TABLE = sql.Identifier("remediation_workflow_catalog")
@@ -73,15 +74,7 @@ _SERVER_MAINTAINED = frozenset(
 )
 INSERT_COLUMNS: tuple[str, ...] = tuple(c for c in API_COLUMNS if c not in _SERVER_MAINTAINED)
 # What an update may set: the PATCH-able fields plus the disable stamp they imply.
-UPDATE_COLUMNS: tuple[str, ...] = (
-    "status",
-    "status_reason",
-    "disabled_at",
-    "disabled_by",
-    "disabled_reason",
-    "deprecation_notice",
-    "updated_by",
-)
+UPDATE_COLUMNS: tuple[str, ...] = tuple(sorted(MUTABLE_FIELDS | {"disabled_at"}))
 JSON_COLUMNS = frozenset({"labels", "custom_labels", "detected_labels", "parameters"})
 # Equality filters of the list endpoint; the label ones are the generated columns.
 LIST_FILTERS: tuple[str, ...] = (

@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import pytest
-import requests
+import support
 
 
 def env_or_skip(name: str) -> str:
@@ -27,17 +25,8 @@ def run_shell(command: str) -> None:
 
 
 def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result is not False:
-                return result
-            raise AssertionError("still false")
-        except (AssertionError, requests.RequestException, OSError, psycopg.Error):
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(interval)
+    """support.eventually with the patience a deployed stack needs."""
+    return support.eventually(check, timeout=timeout, interval=interval)
 
 
 def now() -> str:

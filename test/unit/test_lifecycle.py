@@ -374,3 +374,12 @@ def test_versions_newest_first() -> None:
 def test_version_sort_key_puts_semver_above_non_semver() -> None:
     assert version_sort_key("0.0.0-0", 0) > version_sort_key("zzz", 10**9)
     assert version_sort_key("x", 2) > version_sort_key("x", 1)
+
+
+def test_the_document_lists_exactly_the_mutable_fields() -> None:
+    """The PATCH schema (openapi.yaml) and the lifecycle rule name the same fields."""
+    from datastorage.schemas import openapi_document
+
+    schema = openapi_document()["components"]["schemas"]["UpdateWorkflowRequest"]
+    assert set(schema["properties"]) == MUTABLE_FIELDS
+    assert schema["additionalProperties"] is False
