@@ -1,21 +1,15 @@
-"""create_app(settings) -> the Starlette application; the lifespan wires pool, DLQ, drain worker.
+"""create_app(settings) -> the Starlette application: routes, middleware, error handlers.
 
-Start-up never waits for PostgreSQL: the pool opens in the background so a pod that starts
-during a database outage serves (degraded) and queues writes in the DLQ.
+The lifespan opens and closes the process's `Runtime` (pool, DLQ, drain worker, services).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import os
 import re
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import psycopg
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
@@ -25,19 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datastorage.audit import AuditWriter
-from datastorage.catalog import Catalog
 from datastorage.config import Settings
-from datastorage.http import admin, audit, health, notifications, workflows
+from datastorage.http import admin, audit, errors, health, notifications, workflows
 from datastorage.http.context import AppContext
 from datastorage.http.middleware import RequestContext
 from datastorage.http.problems import Problem, problem_response
 from datastorage.http.validation import RequestValidator
+from datastorage.runtime import Runtime
 from datastorage.schemas import openapi_json, openapi_text
-from datastorage.store import partitions
-from datastorage.store.pool import Database
-
-log = logging.getLogger(__name__)
 
 
 async def openapi_json_endpoint(request: Request) -> Response:
@@ -134,61 +123,16 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(problem, path)
 
 
-def consumer_name() -> str:
-    """A DLQ consumer name unique per server process."""
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-async def _ensure_partitions_at_start(settings: Settings) -> None:
-    """Best effort: a database outage at start-up must not stop the server."""
-    try:
-        async with await psycopg.AsyncConnection.connect(
-            settings.require_database_url(), autocommit=True, connect_timeout=3
-        ) as conn:
-            for month in partitions.window(settings.partition_premake):
-                await partitions.ensure_month(conn, month, settings.partition_lock_timeout)
-    except Exception as exc:  # noqa: BLE001 — logged; maintenance retries later
-        log.warning("could not ensure partitions at start-up: %s", exc)
-
-
 def build_context(settings: Settings) -> AppContext:
-    db = Database(settings)
-    writer = AuditWriter(settings, db)
-    ctx = AppContext(settings=settings, db=db, validator=RequestValidator(settings), writer=writer)
-    # The catalog writes its search audit events through ctx.spawn, after the response.
-    ctx.catalog = Catalog(db, writer, validator=ctx.validator, spawn=ctx.spawn)
-    return ctx
+    """The API server's runtime (DLQ drained in the background) and request checks."""
+    runtime = Runtime(settings, ensure_partitions=True)
+    return AppContext(runtime=runtime, validator=RequestValidator(runtime.validator))
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    ctx: AppContext = app.state.ctx
-    await ctx.db.open()
-    await _ensure_partitions_at_start(ctx.settings)
-    await _start_dlq(ctx)
-    try:
+    async with app.state.ctx.runtime:
         yield
-    finally:
-        # Work spawned after a response (search audit events) finishes before the DLQ closes.
-        if ctx.background:
-            await asyncio.wait(set(ctx.background), timeout=5)
-        await _stop_dlq(ctx)
-        for task in list(ctx.background):
-            task.cancel()
-        await ctx.db.close()
-
-
-async def _start_dlq(ctx: AppContext) -> None:
-    """Open the DLQ and start the drain worker (wired in by the DLQ module when configured)."""
-    from datastorage import durability
-
-    await durability.start(ctx, consumer_name())
-
-
-async def _stop_dlq(ctx: AppContext) -> None:
-    from datastorage import durability
-
-    await durability.stop(ctx)
 
 
 def create_app(settings: Settings, context: AppContext | None = None) -> Starlette:
@@ -214,7 +158,11 @@ def create_app(settings: Settings, context: AppContext | None = None) -> Starlet
     app = Starlette(
         routes=ROUTES,
         middleware=middleware,
-        exception_handlers={Problem: _problem, HTTPException: _http_exception},
+        exception_handlers={
+            Problem: _problem,
+            HTTPException: _http_exception,
+            **dict.fromkeys(errors.HANDLED, errors.handle),
+        },
         lifespan=lifespan,
     )
     app.state.ctx = ctx

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
 
 from datastorage.config import ConfigError, Settings
+from datastorage.runtime import Runtime, consumer_name, dlq_backend
 
 
 def _age(seconds: float | None) -> str:
@@ -20,16 +19,15 @@ def _age(seconds: float | None) -> str:
 
 
 async def dlq_command(settings: Settings, action: str, print_table: Callable) -> int:
-    from datastorage.durability import open_backend
-
     if not settings.dlq_url:
         raise ConfigError("DATASTORAGE_DLQ_URL: required for `datastorage dlq`")
-    dlq = open_backend(settings, f"cli-{socket.gethostname()}-{os.getpid()}")
+    if action == "drain":
+        replayed = await _drain(settings)
+        print(f"replayed {replayed} record(s)")
+    # Status needs the DLQ only (no database URL required).
+    dlq = dlq_backend(settings, consumer_name("cli-"))
     await dlq.open()
     try:
-        if action == "drain":
-            replayed = await _drain(settings, dlq)
-            print(f"replayed {replayed} record(s)")
         stats = await dlq.stats()
     finally:
         await dlq.close()
@@ -40,25 +38,15 @@ async def dlq_command(settings: Settings, action: str, print_table: Callable) ->
     return 0
 
 
-async def _drain(settings: Settings, dlq) -> int:
-    from datastorage.audit import AuditWriter
-    from datastorage.dlq.drain import DrainWorker
-    from datastorage.store.errors import is_transient
-    from datastorage.store.pool import Database
-
-    db = Database(
-        settings.replace(db_pool_min=1, db_pool_max=2), application_name="datastorage-dlq-drain"
-    )
-    await db.open()
-    try:
-        await db.pool.wait(timeout=settings.db_pool_timeout)
-        worker = DrainWorker(
-            dlq,
-            AuditWriter(settings, db).replay,
-            is_transient,
-            batch_size=settings.dlq_batch_size,
-            max_attempts=settings.dlq_max_attempts,
-        )
-        return await worker.drain_once()
-    finally:
-        await db.close()
+async def _drain(settings: Settings) -> int:
+    """One pass over the DLQ with a small pool of its own, here rather than in the background."""
+    async with Runtime(
+        settings.replace(db_pool_min=1, db_pool_max=2),
+        application_name="datastorage-dlq-drain",
+        consumer=consumer_name("cli-"),
+        run_drain=False,
+    ) as runtime:
+        drain = runtime.drain
+        assert drain is not None  # dlq_url is set
+        await runtime.db.wait_until_open(settings.db_pool_timeout)
+        return await drain.drain_once()

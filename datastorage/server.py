@@ -60,7 +60,7 @@ async def _shutdown_trigger(app, settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    app.state.ctx.shutting_down = True
+    app.state.ctx.begin_shutdown()
     log.info(
         "shutdown requested: readiness is 503; closing the listener in %.1f s",
         settings.shutdown_delay,

@@ -11,15 +11,15 @@ from datastorage.http.problems import unavailable
 
 async def dlq_status(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    if ctx.dlq is None:
+    if ctx.runtime.dlq is None:
         return json_response({"streams": [], "backend": None})
     try:
-        stats = await ctx.dlq.stats()
+        stats = await ctx.runtime.dlq.stats()
     except Exception as exc:
         raise unavailable(f"DLQ unavailable: {exc}", ctx.settings.retry_after) from exc
     return json_response(
         {
-            "backend": ctx.dlq.name,
+            "backend": ctx.runtime.dlq.name,
             "streams": [
                 {
                     "stream": s.stream,

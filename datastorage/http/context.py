@@ -1,38 +1,34 @@
-"""What every handler shares: the application context and the JSON response helper."""
+"""What every handler shares: the process's runtime, the request checks, and JSON responses."""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 
-from datastorage.audit import AuditWriter
-from datastorage.config import Settings
 from datastorage.http.validation import RequestValidator
-from datastorage.store.pool import Database
+from datastorage.runtime import Runtime
 
 
 @dataclass
 class AppContext:
-    settings: Settings
-    db: Database
+    runtime: Runtime
     validator: RequestValidator
-    writer: AuditWriter
-    dlq: Any = None
-    drain: Any = None
-    drain_task: asyncio.Task | None = None
-    catalog: Any = None
-    shutting_down: bool = False
-    background: set[asyncio.Task] = field(default_factory=set)
+    shutting_down: bool = False  # readiness answers 503 once set (SIGTERM)
 
-    def spawn(self, coro: Any) -> None:
-        """Run work after the response without losing the task to garbage collection."""
-        task = asyncio.create_task(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+    @property
+    def settings(self):
+        return self.runtime.settings
+
+    def begin_shutdown(self) -> None:
+        self.shutting_down = True
+
+
+def context(request: Request) -> AppContext:
+    return request.app.state.ctx
 
 
 def json_response(
@@ -41,3 +37,9 @@ def json_response(
     return Response(
         orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers
     )
+
+
+def accepted_response(payload: dict[str, Any], what: str) -> Response:
+    """202: the database was unavailable and `what` waits durably in the DLQ."""
+    message = f"database unavailable; {what} queued durably and will be stored"
+    return json_response({**payload, "status": "accepted", "message": message}, 202)

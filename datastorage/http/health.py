@@ -24,8 +24,8 @@ async def _check(probe: Any) -> dict[str, str]:
 
 async def _checks(ctx: AppContext) -> dict[str, dict[str, str]]:
     database, dlq = await asyncio.gather(
-        _check(ctx.db.ping),
-        _check(ctx.dlq.ping) if ctx.dlq is not None else _not_configured(),
+        _check(ctx.runtime.db.ping),
+        _check(ctx.runtime.dlq.ping) if ctx.runtime.dlq is not None else _not_configured(),
     )
     return {"database": database, "dlq": dlq}
 
@@ -67,5 +67,5 @@ async def health(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    ctx.db.update_metrics()
+    ctx.runtime.db.update_metrics()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -3,7 +3,7 @@
 The decoder rejects what PostgreSQL could not store (duplicate keys, NaN/Infinity, NUL
 characters, lone surrogates), integers the response codec cannot write back (beyond 64 bits)
 and nesting deeper than the configured limit. `RequestValidator`
-is the compiled `schemas.SchemaValidator` with methods that raise a `Problem` listing every
+wraps the compiled `schemas.SchemaValidator` with methods that raise a `Problem` listing every
 failing field.
 """
 
@@ -22,7 +22,14 @@ from datastorage.http.problems import Problem, validation_error
 from datastorage.schemas import SchemaValidator, count_failure, field_path
 
 
-class RequestValidator(SchemaValidator):
+class RequestValidator:
+    """The runtime's compiled `SchemaValidator`, with methods that raise a `Problem`."""
+
+    def __init__(self, schemas: SchemaValidator) -> None:
+        self.schemas = schemas
+        self.body_errors = schemas.body_errors
+        self.parameter_values = schemas.parameter_values
+
     def body(self, operation_id: str, data: Any) -> None:
         errors = self.body_errors(operation_id, data)
         if errors:

@@ -1,6 +1,6 @@
 """RemediationWorkflow custom resources -> catalog versions (SPEC §6.2, §10 "Operator details").
 
-`WorkflowReconciler` holds the rules and talks only to `datastorage.catalog.Catalog` (the same
+`WorkflowReconciler` holds the rules and talks only to `datastorage.services.catalog.Catalog` (the same
 service the HTTP API uses, so versioning, lifecycle and self-audit are written once);
 `register()` wires it into a kopf registry. One reconcile serves create, update, resume and the
 periodic resync, and it is level-based and idempotent (kopf delivers at least once, and every
@@ -45,7 +45,9 @@ from typing import Any
 
 import kopf
 
-from datastorage.catalog import (
+from datastorage.config import Settings
+from datastorage.metrics import WORKFLOW_RECONCILE
+from datastorage.services.catalog import (
     Catalog,
     ContentHashMismatch,
     DuplicateVersion,
@@ -54,8 +56,6 @@ from datastorage.catalog import (
     WorkflowNotFound,
     content_hash,
 )
-from datastorage.config import Settings
-from datastorage.metrics import WORKFLOW_RECONCILE
 from datastorage.store.errors import is_transient
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from prometheus_client import start_http_server
 from datastorage.config import Settings
 from datastorage.operator import handlers
 from datastorage.operator.maintenance import maintenance_loop
+from datastorage.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +69,20 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def open_catalog(memo: Any, logger: Any, **_: Any) -> None:
-        from datastorage.audit import AuditWriter
-        from datastorage.catalog import Catalog
-        from datastorage.store.pool import Database
-
-        pool_settings = settings.replace(
-            db_pool_min=1, db_pool_max=min(settings.db_pool_max, OPERATOR_POOL_MAX)
+        # The operator's writes answer "unavailable" during an outage (kopf retries the
+        # handler); they never queue in a DLQ of their own.
+        runtime = Runtime(
+            settings.replace(
+                db_pool_min=1, db_pool_max=min(settings.db_pool_max, OPERATOR_POOL_MAX)
+            ),
+            application_name="datastorage-operator",
+            use_dlq=False,
+            run_drain=False,
         )
-        db = Database(pool_settings, application_name="datastorage-operator")
-        await db.open()
-        memo.db = db
+        await runtime.open()
+        memo.runtime = runtime
         memo.locks = handlers.new_locks()
-        memo.reconciler = handlers.WorkflowReconciler(Catalog(db, AuditWriter(settings, db)))
+        memo.reconciler = handlers.WorkflowReconciler(runtime.catalog)
         memo.maintenance = asyncio.get_running_loop().create_task(
             maintenance_loop(settings), name="partition maintenance"
         )
@@ -91,9 +94,9 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        db = getattr(memo, "db", None)
-        if db is not None:
-            await db.close()
+        runtime = getattr(memo, "runtime", None)
+        if runtime is not None:
+            await runtime.close()
 
     return registry
 

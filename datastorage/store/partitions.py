@@ -315,3 +315,11 @@ async def drop_detached_month(conn: AsyncConnection, month: dt.date, lock_timeou
             return False
         await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
     return True
+
+
+async def ensure_window(url: str, premake: int, lock_timeout: float) -> None:
+    """Create this month and the next `premake` on a connection of its own: at start-up the
+    pool is still opening, and an outage must cost seconds, not the pool timeout."""
+    async with await AsyncConnection.connect(url, autocommit=True, connect_timeout=3) as conn:
+        for month in window(premake):
+            await ensure_month(conn, month, lock_timeout)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import orjson
@@ -41,7 +41,13 @@ async def _configure(conn: AsyncConnection) -> None:
 
 
 class Database:
-    def __init__(self, settings: Settings, *, application_name: str = "datastorage") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        application_name: str = "datastorage",
+        on_recovered: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         options = (
             f"-c TimeZone=UTC -c statement_timeout={int(settings.db_statement_timeout * 1000)}"
@@ -69,13 +75,17 @@ class Database:
         self._down_since: float | None = None
         self._next_probe = 0.0
         self._last_error = ""
-        self.on_recovered: list = []  # callables run when the breaker closes again
+        self._on_recovered = on_recovered  # run when the breaker closes again
         self._checking: asyncio.Task | None = None
         self._prober: asyncio.Task | None = None
 
     async def open(self) -> None:
         """Open without waiting: the server starts (degraded) even while PostgreSQL is down."""
         await self.pool.open(wait=False)
+
+    async def wait_until_open(self, timeout: float) -> None:
+        """Wait until the pool holds its minimum connections (raises PoolTimeout)."""
+        await self.pool.wait(timeout=timeout)
 
     async def close(self) -> None:
         for task in (self._prober, self._checking):
@@ -116,8 +126,8 @@ class Database:
         if self._down_since is not None:
             self._down_since = None
             log.warning("database reachable again")
-            for callback in self.on_recovered:
-                callback()
+            if self._on_recovered is not None:
+                self._on_recovered()
 
     def _acquire_timeout(self) -> float | None:
         """None while the breaker is closed; the probe timeout when this request may probe."""

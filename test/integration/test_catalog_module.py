@@ -1,4 +1,4 @@
-"""`datastorage.catalog.Catalog` called in-process, the way the operator calls it, against this
+"""`datastorage.services.catalog.Catalog` called in-process, the way the operator calls it, against this
 worker's PostgreSQL; and the catalog endpoints while the database is unreachable (503)."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from support import free_port
 from workflow_helpers import WORKFLOWS, search_body, unique, workflow_body
 
 from datastorage.app import build_context, create_app
-from datastorage.audit import AuditWriter
-from datastorage.catalog import (
+from datastorage.config import load_settings
+from datastorage.runtime import Runtime
+from datastorage.services.catalog import (
     Catalog,
     DuplicateVersion,
     ImmutableFields,
@@ -23,8 +24,6 @@ from datastorage.catalog import (
     InvalidWorkflow,
     WorkflowNotFound,
 )
-from datastorage.config import load_settings
-from datastorage.store.pool import Database
 
 
 def run_with_catalog(database_url: str, body: Callable[[Catalog, list], Awaitable[Any]]) -> Any:
@@ -32,15 +31,15 @@ def run_with_catalog(database_url: str, body: Callable[[Catalog, list], Awaitabl
         settings = load_settings(
             {"DATASTORAGE_DATABASE_URL": database_url, "DATASTORAGE_DB_POOL_MIN": "1"}
         )
-        db = Database(settings, application_name="catalog-test")
-        await db.open()
+        runtime = Runtime(settings, application_name="catalog-test", use_dlq=False)
         spawned: list = []
-        try:
-            return await body(Catalog(db, AuditWriter(settings, db), spawn=spawned.append), spawned)
-        finally:
-            for coro in spawned:
-                coro.close()
-            await db.close()
+        catalog = Catalog(runtime.db, runtime.audit, spawn=spawned.append)
+        async with runtime:
+            try:
+                return await body(catalog, spawned)
+            finally:
+                for coro in spawned:
+                    coro.close()
 
     return asyncio.run(main())
 
@@ -122,7 +121,7 @@ def test_catalog_endpoints_answer_503_while_the_database_is_unreachable():
     async def main() -> list[httpx.Response]:
         ctx = build_context(settings)
         app = create_app(settings, ctx)
-        await ctx.db.open()
+        await ctx.runtime.db.open()
         try:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -134,7 +133,7 @@ def test_catalog_endpoints_answer_503_while_the_database_is_unreachable():
                     await client.patch(f"{WORKFLOWS}/{uuid.uuid4()}/disable"),
                 ]
         finally:
-            await ctx.db.close()
+            await ctx.runtime.db.close()
 
     for response in asyncio.run(main()):
         assert response.status_code == 503, response.text

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from datastorage import catalog
+from datastorage.services import catalog
 from datastorage.domain.scoring import Score
 from datastorage.store import workflows as store
 

@@ -44,11 +44,12 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from datastorage.audit import AuditWriter, WriteUnavailable
 from datastorage.domain import lifecycle, scoring
 from datastorage.domain.events import format_timestamp
 from datastorage.metrics import AUDIT_TRACES
 from datastorage.schemas import SchemaValidator
+from datastorage.services.audit import AuditService
+from datastorage.services.durable import WriteUnavailable
 from datastorage.store import audit_events, partitions
 from datastorage.store import workflows as store
 from datastorage.store.errors import Conflict
@@ -136,25 +137,26 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], None]
 
 
 class Catalog:
-    """The catalog service over a `Database`; audit events go through the `AuditWriter`.
+    """The catalog service over a `Database`; audit events go through the `AuditService`.
 
-    `validator` (a `schemas.SchemaValidator`) is built from the writer's settings
+    `validator` (a `schemas.SchemaValidator`) is built from the audit service's settings
     when not given; `spawn` runs the search audit write after the response (the server passes
-    `AppContext.spawn` so shutdown can see the task); by default the catalog keeps the task.
+    `Runtime.spawn` so shutdown can see the task); by default the catalog keeps the task.
     """
 
     def __init__(
         self,
         db: Database,
-        writer: AuditWriter,
+        audit: AuditService,
         *,
         validator: Any = None,
         spawn: Spawn | None = None,
     ) -> None:
         if validator is None:
-            validator = SchemaValidator(writer.settings)
+            validator = SchemaValidator(audit.settings)
         self.db = db
-        self.writer = writer
+        self.audit = audit
+        self.lock_timeout = audit.settings.partition_lock_timeout
         self.validator = validator
         self._spawn = spawn or self._keep_task
         self._tasks: set[asyncio.Task] = set()
@@ -303,7 +305,7 @@ class Catalog:
             "filters": filters,
         }
         duration_ms = round((time.perf_counter() - started) * 1000)
-        event = self.writer.normalize(
+        event = self.audit.event_from(
             search_event_body(
                 request,
                 response,
@@ -317,7 +319,7 @@ class Catalog:
     async def _write_search_event(self, event: dict[str, Any]) -> None:
         """Background: a failure is logged, never raised into a task nobody awaits."""
         try:
-            await self.writer.write_event(event, client_id=False)
+            await self.audit.record_event(event)
         except WriteUnavailable as exc:
             log.warning("search audit event %s was not recorded: %s", event["event_id"], exc)
         except Exception:
@@ -334,16 +336,16 @@ class Catalog:
         self, conn: Any, action: str, row: Mapping[str, Any], data: dict[str, Any]
     ) -> None:
         """Insert the self-audit event in the caller's transaction (committed with the change)."""
-        event = self.writer.normalize(change_event_body(action, row, data))
+        event = self.audit.event_from(change_event_body(action, row, data))
         # Make sure the month exists before inserting: a failed insert would abort the
         # catalog transaction, so the write path's create-and-retry cannot run here.
         month = partitions.month_of(dt.date.fromisoformat(event["event_date"]))
-        await partitions.ensure_month(conn, month, self.writer.settings.partition_lock_timeout)
+        await partitions.ensure_month(conn, month, self.lock_timeout)
         await audit_events.insert_event(
             conn,
             event,
             client_id=False,
-            lock_timeout=self.writer.settings.partition_lock_timeout,
+            lock_timeout=self.lock_timeout,
         )
 
     @staticmethod

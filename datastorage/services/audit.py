@@ -1,0 +1,338 @@
+"""Recording and reading audit events (SPEC §3): the use cases behind `/api/v1/audit/events`.
+
+Three write paths, chosen here and nowhere else:
+- one event → group commit (`GroupCommitter`): concurrent requests share one statement;
+- a batch whose items name no client-chosen id and no parent (the common batch) → streamed
+  COPY: each item is checked and normalized while PostgreSQL copies the ones before it;
+- any other batch → existence and parent look-ups, then one COPY (`store.insert_batch`).
+Each goes through `DurableWriter`, so a database outage queues the events instead.
+
+Schema checks belong to the caller (the HTTP layer owns the request document); this module
+applies the rules beyond the schema (sizes, timestamps, categories, parents, duplicates) and
+raises `InvalidInput` naming every failing field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from datastorage.config import Settings
+from datastorage.domain.errors import InvalidInput, NotFound
+from datastorage.domain.events import (
+    EVENT_TYPES,
+    EventRuleError,
+    TimeBounds,
+    emitting_service,
+    normalize_event,
+)
+from datastorage.metrics import AUDIT_LAG, AUDIT_TRACES, UNKNOWN_EVENT_TYPES
+from datastorage.schemas import count_failure
+from datastorage.services.durable import AUDIT_KIND, DurableWriter, Queued, partition_created
+from datastorage.services.group_commit import GroupCommitter
+from datastorage.store import audit_events
+from datastorage.store.errors import Conflict
+from datastorage.store.pool import Database
+
+# (index, item) -> {field path: message} for one batch item's request-document checks.
+ItemErrors = Callable[[int, Any], dict[str, str]]
+# the whole batch -> {field path: message}
+BatchErrors = Callable[[list[Any]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "created" | "duplicate" | "queued"
+    records: list[dict[str, Any]]
+
+
+class EventConflict(Conflict):
+    """A client-chosen event_id is stored with other content."""
+
+    def __init__(self, detail: str, event_id: str) -> None:
+        super().__init__(detail)
+        self.event_id = event_id
+
+
+class BatchConflict(Exception):
+    """Batch items whose client-chosen event_id is stored with other content; nothing stored."""
+
+    def __init__(self, indexes: list[int]) -> None:
+        super().__init__("event_id already stored with different content; nothing stored")
+        self.indexes = indexes
+
+
+def invalid_batch(errors: dict[str, str]) -> InvalidInput:
+    return InvalidInput(errors, f"{len(errors)} field(s) failed validation; nothing stored")
+
+
+class AuditService:
+    def __init__(self, settings: Settings, db: Database, writer: DurableWriter) -> None:
+        self.settings = settings
+        self.db = db
+        self.writer = writer
+        self.group = GroupCommitter(
+            db,
+            lock_timeout=settings.partition_lock_timeout,
+            on_partition_created=partition_created,
+        )
+        self.bounds = TimeBounds(
+            dt.timedelta(seconds=settings.timestamp_max_age),
+            dt.timedelta(seconds=settings.timestamp_max_skew),
+        )
+
+    # -- rules --------------------------------------------------------------------------------
+
+    def event_from(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The stored form of an event the service writes itself (catalog self-audit)."""
+        event = normalize_event(body, self.bounds, dt.datetime.now(dt.UTC))
+        if event["event_type"] not in EVENT_TYPES:
+            UNKNOWN_EVENT_TYPES.labels(event["event_category"]).inc()
+        return event
+
+    def accept(self, body: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        """The stored form of a client's event (schema already checked), or `InvalidInput`."""
+        errors = self._event_data_errors(body, prefix)
+        try:
+            event = normalize_event(body, self.bounds, dt.datetime.now(dt.UTC), prefix)
+        except EventRuleError as exc:
+            for field in exc.field_errors:
+                count_failure(field, "rule")
+            errors.update(exc.field_errors)
+        if errors:
+            raise InvalidInput(errors)
+        if event["event_type"] not in EVENT_TYPES:
+            UNKNOWN_EVENT_TYPES.labels(event["event_category"]).inc()
+        return event
+
+    def _event_data_errors(self, body: dict[str, Any], prefix: str) -> dict[str, str]:
+        limit = self.settings.max_event_data_bytes
+        size = len(orjson.dumps(body["event_data"]))
+        if size <= limit:
+            return {}
+        count_failure(prefix + "event_data", "size")
+        return {prefix + "event_data": f"must serialize to at most {limit} bytes (got {size})"}
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def record(self, body: dict[str, Any]) -> Outcome:
+        """One client event. Raises `InvalidInput`, `EventConflict` or `WriteUnavailable`."""
+        event = self.accept(body)
+        try:
+            return await self.record_event(event, client_id=bool(body.get("event_id")))
+        except audit_events.UnknownParent as exc:
+            count_failure("parent_event_id", "unknown")
+            raise InvalidInput({"parent_event_id": "must name a stored event"}) from exc
+        except Conflict as exc:
+            raise EventConflict(str(exc), event["event_id"]) from exc
+
+    async def record_event(self, event: dict[str, Any], *, client_id: bool = False) -> Outcome:
+        """One event already in its stored form (`accept` or `event_from`)."""
+        result = await self.writer.write(
+            AUDIT_KIND, lambda: self.group.submit(event, client_id), lambda: [event]
+        )
+        if isinstance(result, Queued):
+            return Outcome("queued", result.records)
+        if not result.created:
+            return Outcome("duplicate", [result.event])
+        self._count_success([event])
+        return Outcome("created", [result.event])
+
+    async def record_batch(
+        self, items: list[Any], *, item_errors: ItemErrors, batch_errors: BatchErrors
+    ) -> Outcome:
+        """A batch, atomically: every item stored (or queued), or none and every failing field
+        named (`InvalidInput`), or `BatchConflict`, `WriteUnavailable`."""
+        if len(items) > self.settings.max_batch_items:
+            count_failure("body", "maxItems")
+            raise InvalidInput({"body": f"must have at most {self.settings.max_batch_items} items"})
+        if items and all(
+            isinstance(item, dict) and "event_id" not in item and "parent_event_id" not in item
+            for item in items
+        ):
+            return await self._record_stream(_StreamedBatch(self, items, item_errors))
+        events, client_ids = self._accept_all(items, batch_errors(items))
+        try:
+            result = await self.writer.write(
+                AUDIT_KIND, lambda: self._insert_batch(events, client_ids), lambda: events
+            )
+        except audit_events.UnknownParent as exc:
+            raise InvalidInput(
+                {
+                    f"[{i}].parent_event_id": "must name a stored event or an earlier item "
+                    "of the batch"
+                    for i in exc.indexes
+                }
+            ) from exc
+        if isinstance(result, Queued):
+            return Outcome("queued", result.records)
+        inserted, conflicts = result
+        if conflicts:
+            raise BatchConflict(conflicts)
+        self._count_success(events)
+        return Outcome("created" if inserted else "duplicate", events)
+
+    def _accept_all(
+        self, items: list[Any], errors: dict[str, str]
+    ) -> tuple[list[dict[str, Any]], set[str]]:
+        events: list[dict[str, Any]] = []
+        client_ids: set[str] = set()
+        seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            prefix = f"[{index}]."
+            if errors and any(key.startswith(prefix) or key == f"[{index}]" for key in errors):
+                continue
+            try:
+                event = self.accept(item, prefix)
+            except InvalidInput as exc:
+                errors.update(exc.field_errors)
+                continue
+            if event["event_id"] in seen:
+                errors[prefix + "event_id"] = (
+                    f"duplicates the event_id of item [{seen[event['event_id']]}]"
+                )
+                count_failure("[].event_id", "duplicate")
+            seen[event["event_id"]] = index
+            if item.get("event_id"):
+                client_ids.add(event["event_id"])
+            events.append(event)
+        if errors:
+            raise invalid_batch(errors)
+        return events, client_ids
+
+    async def _insert_batch(
+        self, events: list[dict[str, Any]], client_ids: set[str]
+    ) -> tuple[bool, list[int]]:
+        async with self.db.connection() as conn:
+            return await audit_events.insert_batch(
+                conn,
+                events,
+                client_ids=client_ids,
+                lock_timeout=self.settings.partition_lock_timeout,
+                on_partition_created=partition_created,
+            )
+
+    async def _record_stream(self, batch: _StreamedBatch) -> Outcome:
+        """Copied while it is still being normalized; an invalid item fails the COPY before
+        commit (nothing stored) and nothing is queued for an invalid batch."""
+
+        async def copy() -> None:
+            async with self.db.connection() as conn:
+                await audit_events.copy_events(
+                    conn,
+                    batch,
+                    complete=batch.complete,
+                    lock_timeout=self.settings.partition_lock_timeout,
+                    on_partition_created=partition_created,
+                )
+
+        result = await self.writer.write(AUDIT_KIND, copy, batch.complete)
+        if isinstance(result, Queued):
+            return Outcome("queued", result.records)
+        records = batch.complete()
+        self._count_success(records)
+        return Outcome("created", records)
+
+    def _count_success(self, events: list[dict[str, Any]]) -> None:
+        now = dt.datetime.now(dt.UTC)
+        by_service: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            by_service.setdefault(emitting_service(event), []).append(event)
+        for service, group in by_service.items():
+            AUDIT_TRACES.labels(service, "success").inc(len(group))
+            lag = AUDIT_LAG.labels(service)
+            for event in group:
+                stamp = dt.datetime.fromisoformat(event["event_timestamp"])
+                lag.observe(max((now - stamp).total_seconds(), 0.0))
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def query(
+        self,
+        filters: dict[str, Any],
+        *,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        event_data: dict[str, Any] | None,
+    ) -> tuple[audit_events.EventQuery, audit_events.EventPage]:
+        """A page of events; `filters` are the validated query parameters of §3.2."""
+        query = audit_events.EventQuery(
+            filters=filters,
+            since=since,
+            until=until,
+            event_data=event_data,
+            descending=filters["order"] == "desc",
+            limit=filters["limit"],
+            offset=filters.get("offset"),
+            cursor=filters.get("cursor"),
+            count_limit=self.settings.count_limit,
+        )
+        try:
+            async with self.db.connection() as conn:
+                return query, await audit_events.query_events(conn, query)
+        except audit_events.BadCursor as exc:
+            count_failure("cursor", "format")
+            raise InvalidInput({"cursor": str(exc)}) from exc
+
+    async def get(self, event_id: str) -> dict[str, Any]:
+        async with self.db.connection() as conn:
+            event = await audit_events.get_event(conn, event_id)
+        if event is None:
+            raise NotFound(f"no audit event {event_id}")
+        return event
+
+    @staticmethod
+    def event_types() -> list[dict[str, str]]:
+        return [
+            {
+                "event_type": t.event_type,
+                "event_category": t.event_category,
+                "event_action": t.event_action,
+                "service": t.service,
+            }
+            for t in EVENT_TYPES.values()
+        ]
+
+
+class _StreamedBatch:
+    """A batch's events, checked (`item_errors`, then the rules) and normalized as the COPY
+    consumes them; iterating again replays the ones already made (the store re-reads it after
+    creating a missing partition)."""
+
+    def __init__(self, service: AuditService, items: list[Any], item_errors: ItemErrors) -> None:
+        self.service = service
+        self.items = items
+        self.item_errors = item_errors
+        self.events: list[dict[str, Any]] = []
+        self.errors: dict[str, str] = {}
+        self._next = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from list(self.events)
+        while self._next < len(self.items):
+            index = self._next
+            self._next += 1
+            item = self.items[index]
+            errors = self.item_errors(index, item)
+            if errors:
+                self.errors.update(errors)
+                continue
+            try:
+                event = self.service.accept(item, f"[{index}].")
+            except InvalidInput as exc:
+                self.errors.update(exc.field_errors)
+                continue
+            self.events.append(event)
+            yield event
+
+    def complete(self) -> list[dict[str, Any]]:
+        """Every event, or `InvalidInput` naming every failing field."""
+        for _ in self:
+            pass
+        if self.errors:
+            raise invalid_batch(self.errors)
+        return self.events
