@@ -101,11 +101,9 @@ def cmd_operator(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_partitions(settings: Settings, args: argparse.Namespace) -> int:
-    import psycopg
-
     from datastorage.store import partitions
+    from datastorage.store.connect import connect_sync
 
-    url = settings.require_database_url()
     if args.action == "ensure":
         from datastorage.operator.maintenance import run_pass_sync
 
@@ -114,7 +112,7 @@ def cmd_partitions(settings: Settings, args: argparse.Namespace) -> int:
             print(line)
         if any(line.startswith("ERROR") for line in report):
             return 1
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect_sync(settings, "datastorage-cli") as conn:
         infos = partitions.list_partitions(conn)
     print_table(
         ["month", "partition", "attached", "rows (est.)", "size", "indexes ok"],

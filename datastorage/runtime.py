@@ -168,10 +168,6 @@ class Runtime:
     async def _ensure_partitions(self) -> None:
         """Best effort: a database outage at start-up must not stop the process."""
         try:
-            await partitions.ensure_window(
-                self.settings.require_database_url(),
-                self.settings.partition_premake,
-                self.settings.partition_lock_timeout,
-            )
+            await partitions.ensure_window(self.settings)
         except Exception as exc:  # noqa: BLE001 — logged; maintenance retries later
             log.warning("could not ensure partitions at start-up: %s", exc)

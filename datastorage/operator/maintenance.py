@@ -26,8 +26,6 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-import psycopg
-
 from datastorage.config import Settings
 from datastorage.metrics import (
     PARTITION_CREATED,
@@ -37,6 +35,8 @@ from datastorage.metrics import (
     PARTITIONS,
 )
 from datastorage.store import partitions
+from datastorage.store.connect import AsyncConnection, connect_async
+from datastorage.store.errors import DatabaseError, is_connection_lost
 from datastorage.store.partitions import PartitionSummary
 
 log = logging.getLogger(__name__)
@@ -100,16 +100,10 @@ class MaintenanceReport:
         return out
 
 
-async def _connect(settings: Settings) -> psycopg.AsyncConnection:
+async def _connect(settings: Settings) -> AsyncConnection:
     # statement_timeout off: DETACH CONCURRENTLY waits for older transactions to finish;
     # every DDL step carries its own lock_timeout instead.
-    return await psycopg.AsyncConnection.connect(
-        settings.require_database_url(),
-        autocommit=True,
-        application_name="datastorage-maintenance",
-        options="-c TimeZone=UTC -c statement_timeout=0",
-        connect_timeout=max(1, int(settings.db_pool_timeout)),
-    )
+    return await connect_async(settings, "datastorage-maintenance", statement_timeout=0)
 
 
 async def run_pass(
@@ -125,7 +119,7 @@ async def run_pass(
     )
     try:
         conn = await _connect(settings)
-    except psycopg.Error:
+    except DatabaseError:
         PARTITION_MAINTENANCE_FAILURES.inc()
         raise
     try:
@@ -138,7 +132,7 @@ async def run_pass(
                     if not conn.closed:
                         await partitions.release_maintenance_lock(conn)
             report.summary = partitions.summarize(await partitions.partition_states(conn), now)
-    except psycopg.Error as exc:  # the connection itself failed mid-pass
+    except DatabaseError as exc:  # the connection itself failed mid-pass
         report.errors.append(f"database: {exc}".strip())
     except Exception:  # a bug: count it, never report a success
         PARTITION_MAINTENANCE_FAILURES.inc()
@@ -147,9 +141,7 @@ async def run_pass(
     return report
 
 
-async def _maintain(
-    conn: psycopg.AsyncConnection, settings: Settings, report: MaintenanceReport
-) -> None:
+async def _maintain(conn: AsyncConnection, settings: Settings, report: MaintenanceReport) -> None:
     lock_timeout = settings.partition_lock_timeout
     assert report.retain_from is not None
     for state in await partitions.partition_states(conn):
@@ -195,7 +187,7 @@ async def _maintain(
 
 
 async def _retire(
-    conn: psycopg.AsyncConnection,
+    conn: AsyncConnection,
     report: MaintenanceReport,
     state: partitions.PartitionState,
     lock_timeout: float,
@@ -227,11 +219,9 @@ async def _step(
     error, so the pass carries on with the next step."""
     try:
         return True, await work
-    except psycopg.OperationalError as exc:
-        if exc.sqlstate is None:
+    except DatabaseError as exc:
+        if is_connection_lost(exc):
             raise  # the connection is gone: no later step can work either
-        error: psycopg.Error = exc
-    except psycopg.Error as exc:
         error = exc
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     report.errors.append(f"{action}: {message}")
@@ -254,7 +244,7 @@ def run_pass_sync(settings: Settings, *, dry_run: bool) -> list[str]:
     """`datastorage partitions ensure`: one pass, as printable lines."""
     try:
         report = asyncio.run(run_pass(settings, dry_run=dry_run))
-    except psycopg.Error as exc:
+    except DatabaseError as exc:
         return [f"ERROR partition maintenance failed: database unreachable: {exc}".strip()]
     return report.lines()
 
@@ -269,7 +259,7 @@ async def maintenance_loop(settings: Settings) -> None:
         ok = False
         try:
             report = await run_pass(settings, dry_run=settings.partition_dry_run)
-        except psycopg.Error as exc:
+        except DatabaseError as exc:
             log.error("partition maintenance failed: database unreachable: %s", exc)
         except Exception:  # a bug must not kill the loop of a long-running sidecar
             log.exception("partition maintenance failed")

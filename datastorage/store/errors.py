@@ -23,6 +23,10 @@ _TRANSIENT_SQLSTATES = {
 }
 
 
+# Every error psycopg raises; callers outside the store catch this name.
+DatabaseError = psycopg.Error
+
+
 class StoreError(Exception):
     """Base of the store's domain errors."""
 
@@ -49,6 +53,19 @@ def is_transient(exc: BaseException) -> bool:
 
 def _is_transient_sqlstate(sqlstate: str) -> bool:
     return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES)
+
+
+def is_server_gone(exc: BaseException) -> bool:
+    """The server closed or refused the connection (no SQLSTATE, or a connection class)."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(("08", "57P"))
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """The connection itself failed (no SQLSTATE): no later statement on it can work."""
+    return isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
 
 
 def is_missing_partition(exc: BaseException) -> bool:

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection, Connection, errors, sql
 
+from datastorage.config import Settings
+from datastorage.store.connect import connect_async
+
 PARENT = "audit_events"
 NAME_PATTERN = re.compile(r"^audit_events_(\d{4})_(\d{2})$")
 
@@ -317,9 +320,9 @@ async def drop_detached_month(conn: AsyncConnection, month: dt.date, lock_timeou
     return True
 
 
-async def ensure_window(url: str, premake: int, lock_timeout: float) -> None:
-    """Create this month and the next `premake` on a connection of its own: at start-up the
-    pool is still opening, and an outage must cost seconds, not the pool timeout."""
-    async with await AsyncConnection.connect(url, autocommit=True, connect_timeout=3) as conn:
-        for month in window(premake):
-            await ensure_month(conn, month, lock_timeout)
+async def ensure_window(settings: Settings) -> None:
+    """Create this month and the next `partition_premake` on a connection of its own: at
+    start-up the pool is still opening, and an outage must cost seconds, not the pool timeout."""
+    async with await connect_async(settings, "datastorage", connect_timeout=3) as conn:
+        for month in window(settings.partition_premake):
+            await ensure_month(conn, month, settings.partition_lock_timeout)

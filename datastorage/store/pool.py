@@ -3,11 +3,8 @@
 `Database.connection()` is the only way the server borrows a connection. It measures the wait,
 counts timeouts, and turns "no connection in time" and "server unreachable" into
 `StoreUnavailable`, which the write path sends to the DLQ and the read path answers with 503.
-
-While PostgreSQL is unreachable the pool would make every request wait the full pool timeout
-(5 s) before giving up. A small circuit breaker avoids that: after a connection failure,
-requests fail at once (and go to the DLQ) except one probe per second, which waits at most
-`PROBE_TIMEOUT`; the first connection that works closes the breaker.
+While PostgreSQL is unreachable the circuit breaker (`store.breaker`) makes requests fail at
+once instead of each waiting the pool timeout.
 """
 
 from __future__ import annotations
@@ -26,7 +23,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from datastorage.config import Settings
 from datastorage.metrics import POOL_CONNECTIONS, POOL_TIMEOUTS, POOL_WAIT, POOL_WAITING
-from datastorage.store.errors import StoreUnavailable, is_transient
+from datastorage.store.breaker import CircuitBreaker
+from datastorage.store.connect import session_kwargs
+from datastorage.store.errors import StoreUnavailable, is_server_gone, is_transient
 
 log = logging.getLogger(__name__)
 PROBE_INTERVAL = 1.0
@@ -48,10 +47,8 @@ class Database:
         application_name: str = "datastorage",
         on_recovered: Callable[[], None] | None = None,
     ) -> None:
+        """`on_recovered` runs when the database is reachable again after an outage."""
         self.settings = settings
-        options = (
-            f"-c TimeZone=UTC -c statement_timeout={int(settings.db_statement_timeout * 1000)}"
-        )
         self.pool = AsyncConnectionPool(
             settings.require_database_url(),
             min_size=settings.db_pool_min,
@@ -60,24 +57,19 @@ class Database:
             open=False,
             # Plans of the audit queries depend on the parameter values (see TOOLING §10):
             # prepare only where a statement opts in with prepare=True.
-            kwargs={
-                "autocommit": True,
-                "prepare_threshold": None,
-                "application_name": application_name,
-                "options": options,
-                "connect_timeout": max(1, int(settings.db_pool_timeout)),
-            },
+            kwargs={"prepare_threshold": None, **session_kwargs(settings, application_name)},
             configure=_configure,
-            reconnect_timeout=0,  # keep trying for ever while the database is down
+            reconnect_timeout=0,  # a failed reconnection gives up at once; requests regrow
             name="datastorage",
         )
         self._waiting = 0
-        self._down_since: float | None = None
-        self._next_probe = 0.0
-        self._last_error = ""
-        self._on_recovered = on_recovered  # run when the breaker closes again
         self._checking: asyncio.Task | None = None
-        self._prober: asyncio.Task | None = None
+        self.breaker = CircuitBreaker(
+            self._probe,
+            interval=PROBE_INTERVAL,
+            on_open=self._check_idle_connections,
+            on_recovered=on_recovered,
+        )
 
     async def open(self) -> None:
         """Open without waiting: the server starts (degraded) even while PostgreSQL is down."""
@@ -88,68 +80,31 @@ class Database:
         await self.pool.wait(timeout=timeout)
 
     async def close(self) -> None:
-        for task in (self._prober, self._checking):
-            if task is not None:
-                task.cancel()
+        self.breaker.stop()
+        if self._checking is not None:
+            self._checking.cancel()
         await self.pool.close(timeout=5)
 
-    def _open_breaker(self, reason: str) -> None:
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            self._next_probe = self._down_since + PROBE_INTERVAL
-            log.warning(
-                "database unreachable (%s): failing fast, probing every %.0f s",
-                reason,
-                PROBE_INTERVAL,
-            )
-        self._last_error = reason
+    async def _probe(self) -> None:
+        async with self.pool.connection(timeout=PROBE_TIMEOUT) as conn:
+            await conn.execute("SELECT 1")
+
+    def _check_idle_connections(self) -> None:
         # Idle connections to a server that went away are all dead: have the pool test and
         # replace them now, or every later checkout would find another dead one.
         if self._checking is None or self._checking.done():
             self._checking = asyncio.get_running_loop().create_task(self.pool.check())
-        if self._prober is None or self._prober.done():
-            self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
-
-    async def _probe_until_up(self) -> None:
-        """Find out that the database is back even when no request comes, so the DLQ drain
-        resumes within a second of the recovery rather than after its backoff."""
-        while self._down_since is not None:
-            await asyncio.sleep(PROBE_INTERVAL)
-            try:
-                async with self.pool.connection(timeout=PROBE_TIMEOUT) as conn:
-                    await conn.execute("SELECT 1")
-            except Exception:  # noqa: BLE001 — still down; try again
-                continue
-            self._close_breaker()
-
-    def _close_breaker(self) -> None:
-        if self._down_since is not None:
-            self._down_since = None
-            log.warning("database reachable again")
-            if self._on_recovered is not None:
-                self._on_recovered()
-
-    def _acquire_timeout(self) -> float | None:
-        """None while the breaker is closed; the probe timeout when this request may probe."""
-        if self._down_since is None:
-            return None
-        now = time.monotonic()
-        if now < self._next_probe:
-            raise StoreUnavailable(f"database unavailable: {self._last_error}")
-        self._next_probe = now + PROBE_INTERVAL
-        return min(PROBE_TIMEOUT, self.settings.db_pool_timeout)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
-        timeout = self._acquire_timeout()
+        self.breaker.check()
         started = time.perf_counter()
         self._waiting += 1
         POOL_WAITING.set(self._waiting)
         acquired = False
         try:
-            async with self.pool.connection(timeout=timeout) as conn:
+            async with self.pool.connection() as conn:
                 acquired = True
-                self._close_breaker()
                 self._waiting -= 1
                 POOL_WAITING.set(self._waiting)
                 POOL_WAIT.observe(time.perf_counter() - started)
@@ -157,16 +112,15 @@ class Database:
         except PoolTimeout as exc:
             POOL_TIMEOUTS.inc()
             if self.pool.get_stats().get("pool_size", 0) < max(1, self.settings.db_pool_min):
-                self._open_breaker("cannot connect")
+                self.breaker.trip("cannot connect")
             raise StoreUnavailable(
-                f"no database connection within {timeout or self.settings.db_pool_timeout} s"
+                f"no database connection within {self.settings.db_pool_timeout} s"
             ) from exc
         except psycopg.Error as exc:
             if not is_transient(exc):
                 raise
-            sqlstate = getattr(exc, "sqlstate", None)
-            if sqlstate is None or sqlstate.startswith(("08", "57P")):  # the server is gone
-                self._open_breaker(str(exc).strip().splitlines()[0] if str(exc) else "error")
+            if is_server_gone(exc):
+                self.breaker.trip(str(exc).strip().splitlines()[0] if str(exc) else "error")
             raise StoreUnavailable(f"database unavailable: {exc}".strip()) from exc
         finally:
             if not acquired:
