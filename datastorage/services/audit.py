@@ -34,7 +34,7 @@ from datastorage.metrics import AUDIT_LAG, AUDIT_TRACES, UNKNOWN_EVENT_TYPES
 from datastorage.schemas import count_failure
 from datastorage.services.durable import AUDIT_KIND, DurableWriter, Queued, partition_created
 from datastorage.services.group_commit import GroupCommitter
-from datastorage.store import audit_events
+from datastorage.store import audit_queries, audit_writes, cursors
 from datastorage.store.errors import Conflict
 from datastorage.store.pool import Database
 
@@ -124,7 +124,7 @@ class AuditService:
         event = self.accept(body)
         try:
             return await self.record_event(event, client_id=bool(body.get("event_id")))
-        except audit_events.UnknownParent as exc:
+        except audit_writes.UnknownParent as exc:
             count_failure("parent_event_id", "unknown")
             raise InvalidInput({"parent_event_id": "must name a stored event"}) from exc
         except Conflict as exc:
@@ -160,7 +160,7 @@ class AuditService:
             result = await self.writer.write(
                 AUDIT_KIND, lambda: self._insert_batch(events, client_ids), lambda: events
             )
-        except audit_events.UnknownParent as exc:
+        except audit_writes.UnknownParent as exc:
             raise InvalidInput(
                 {
                     f"[{i}].parent_event_id": "must name a stored event or an earlier item "
@@ -208,7 +208,7 @@ class AuditService:
         self, events: list[dict[str, Any]], client_ids: set[str]
     ) -> tuple[bool, list[int]]:
         async with self.db.connection() as conn:
-            return await audit_events.insert_batch(
+            return await audit_writes.insert_batch(
                 conn,
                 events,
                 client_ids=client_ids,
@@ -222,7 +222,7 @@ class AuditService:
 
         async def copy() -> None:
             async with self.db.connection() as conn:
-                await audit_events.copy_events(
+                await audit_writes.copy_events(
                     conn,
                     batch,
                     complete=batch.complete,
@@ -258,9 +258,9 @@ class AuditService:
         since: dt.datetime | None,
         until: dt.datetime | None,
         event_data: dict[str, Any] | None,
-    ) -> tuple[audit_events.EventQuery, audit_events.EventPage]:
+    ) -> tuple[audit_queries.EventQuery, audit_queries.EventPage]:
         """A page of events; `filters` are the validated query parameters of §3.2."""
-        query = audit_events.EventQuery(
+        query = audit_queries.EventQuery(
             filters=filters,
             since=since,
             until=until,
@@ -273,14 +273,14 @@ class AuditService:
         )
         try:
             async with self.db.connection() as conn:
-                return query, await audit_events.query_events(conn, query)
-        except audit_events.BadCursor as exc:
+                return query, await audit_queries.query_events(conn, query)
+        except cursors.BadCursor as exc:
             count_failure("cursor", "format")
             raise InvalidInput({"cursor": str(exc)}) from exc
 
     async def get(self, event_id: str) -> dict[str, Any]:
         async with self.db.connection() as conn:
-            event = await audit_events.get_event(conn, event_id)
+            event = await audit_queries.get_event(conn, event_id)
         if event is None:
             raise NotFound(f"no audit event {event_id}")
         return event

@@ -50,7 +50,7 @@ from datastorage.metrics import AUDIT_TRACES
 from datastorage.schemas import SchemaValidator
 from datastorage.services.audit import AuditService
 from datastorage.services.durable import WriteUnavailable
-from datastorage.store import audit_events, partitions
+from datastorage.store import audit_writes, partitions
 from datastorage.store import workflows as store
 from datastorage.store.errors import Conflict
 from datastorage.store.pool import Database
@@ -341,7 +341,7 @@ class Catalog:
         # catalog transaction, so the write path's create-and-retry cannot run here.
         month = partitions.month_of(dt.date.fromisoformat(event["event_date"]))
         await partitions.ensure_month(conn, month, self.lock_timeout)
-        await audit_events.insert_event(
+        await audit_writes.insert_event(
             conn,
             event,
             client_id=False,

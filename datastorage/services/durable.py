@@ -22,7 +22,7 @@ from datastorage.config import Settings
 from datastorage.dlq.queue import DeadLetterQueue
 from datastorage.domain.events import emitting_service
 from datastorage.metrics import AUDIT_TRACES, PARTITION_CREATED, WRITE_DURATION
-from datastorage.store import audit_events, notifications
+from datastorage.store import audit_replay, notifications
 from datastorage.store.errors import is_transient
 from datastorage.store.pool import Database
 
@@ -115,7 +115,7 @@ class DurableWriter:
         started = time.perf_counter()
         async with self.db.connection() as conn:
             if kind == AUDIT_KIND:
-                await audit_events.replay_events(
+                await audit_replay.replay_events(
                     conn,
                     records,
                     lock_timeout=self.settings.partition_lock_timeout,

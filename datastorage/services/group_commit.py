@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from datastorage.store import audit_events
+from datastorage.store import audit_writes
 from datastorage.store.errors import is_missing_partition, is_transient
 from datastorage.store.pool import Database
 
@@ -49,7 +49,7 @@ class GroupCommitter:
         self._queue: list[Item] = []
         self._flushers = 0
 
-    async def submit(self, event: dict[str, Any], client_id: bool) -> audit_events.WriteResult:
+    async def submit(self, event: dict[str, Any], client_id: bool) -> audit_writes.WriteResult:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.append((event, client_id, future))
         if self._flushers < self.max_flushers:
@@ -82,11 +82,11 @@ class GroupCommitter:
         items = [(event, client_id) for event, client_id, _ in group]
         async with self.db.connection() as conn:
             try:
-                return await audit_events.insert_group(conn, items)
+                return await audit_writes.insert_group(conn, items)
             except Exception as exc:
                 if not is_missing_partition(exc):
                     raise
-            created, failed = await audit_events.ensure_partitions(
+            created, failed = await audit_writes.ensure_partitions(
                 conn, [event for event, _ in items], self.lock_timeout
             )
             if created:
@@ -94,13 +94,13 @@ class GroupCommitter:
             results: list[Any] = [None] * len(items)
             retry = []
             for index, (event, _) in enumerate(items):
-                failure = failed.get(audit_events.month_of_event(event))
+                failure = failed.get(audit_writes.month_of_event(event))
                 if failure is not None:
                     results[index] = failure
                 else:
                     retry.append(index)
             if retry:
-                stored = await audit_events.insert_group(conn, [items[i] for i in retry])
+                stored = await audit_writes.insert_group(conn, [items[i] for i in retry])
                 for index, result in zip(retry, stored, strict=True):
                     results[index] = result
             return results

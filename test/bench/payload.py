@@ -14,7 +14,7 @@ import json
 import uuid
 from typing import Any
 
-from datastorage.store.audit_events import COLUMNS as STORE_COLUMNS
+from datastorage.store.audit_rows import COLUMNS as STORE_COLUMNS
 
 # Placeholders the load generators substitute per request (timestamp, correlation id).
 TIMESTAMP_MARK = "@@TS@@"

@@ -478,7 +478,7 @@ def _event_query_sql(
     offset: int = 0,
     count_limit: int = 10_000,
 ) -> list[tuple[str, list[str]]]:
-    """The page and the capped count, as store.audit_events.query_events builds them."""
+    """The page and the capped count, as store.audit_queries.query_events builds them."""
     clauses, names = [], []
     for name in filters:
         clauses.append(f"{name} = %s")
@@ -502,7 +502,7 @@ def _event_query_sql(
     order = f"ORDER BY event_timestamp {direction}, event_id {direction} LIMIT {limit + 1} OFFSET {offset}"
     if data:
         # The probes match about 1,000 rows (seed.ALERT_VALUES), fewer than
-        # audit_events.GIN_FIRST_MAX_MATCHES: the service pages them GIN-first.
+        # audit_queries.GIN_FIRST_MAX_MATCHES: the service pages them GIN-first.
         page = (
             f"WITH matches AS MATERIALIZED (SELECT {_SELECT_LIST} FROM audit_events "
             f"WHERE {page_where}) SELECT * FROM matches {order}"

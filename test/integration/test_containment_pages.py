@@ -11,7 +11,7 @@ import pytest
 from support import make_event
 
 from datastorage.domain.events import TimeBounds, normalize_event
-from datastorage.store import audit_events
+from datastorage.store import audit_queries, audit_replay
 
 BOUNDS = TimeBounds(dt.timedelta(days=7), dt.timedelta(minutes=5))
 
@@ -19,9 +19,9 @@ BOUNDS = TimeBounds(dt.timedelta(days=7), dt.timedelta(minutes=5))
 async def _pages(conn, probe: dict, descending: bool) -> list[list[str]]:
     pages, cursor = [], None
     while True:
-        page = await audit_events.query_events(
+        page = await audit_queries.query_events(
             conn,
-            audit_events.EventQuery(
+            audit_queries.EventQuery(
                 filters={},
                 since=None,
                 until=None,
@@ -55,11 +55,11 @@ async def test_gin_first_and_planner_pages_agree(database_url, monkeypatch):
         for i in range(21)
     ]
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await audit_events.replay_events(conn, events, lock_timeout=2)
+        await audit_replay.replay_events(conn, events, lock_timeout=2)
         probe = {"tag": tag, "odd": True}
         for descending in (True, False):
             gin_first = await _pages(conn, probe, descending)
-            monkeypatch.setattr(audit_events, "GIN_FIRST_MAX_MATCHES", 0)
+            monkeypatch.setattr(audit_queries, "GIN_FIRST_MAX_MATCHES", 0)
             planner = await _pages(conn, probe, descending)
             monkeypatch.undo()
             assert gin_first == planner

@@ -10,7 +10,7 @@ import pytest
 from support import make_event
 
 from datastorage.domain.events import TimeBounds, normalize_event
-from datastorage.store import audit_events
+from datastorage.store import audit_replay
 
 BOUNDS = TimeBounds(dt.timedelta(days=7), dt.timedelta(minutes=5))
 
@@ -22,7 +22,7 @@ def _records(count: int, **overrides) -> list[dict]:
 
 async def _replay(database_url: str, records: list[dict]) -> None:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await audit_events.replay_events(conn, records, lock_timeout=2)
+        await audit_replay.replay_events(conn, records, lock_timeout=2)
 
 
 def _stored(db, correlation_id: str) -> dict[str, int]:
