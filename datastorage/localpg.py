@@ -44,7 +44,8 @@ def as_owner(cmd: list[str]) -> list[str]:
 
 class LocalPostgres:
     """One cluster in `root/data`. `options`: extra server flags (`-c name=value`, ...);
-    `stop_mode`: how `stop()` shuts it down unless told (`fast`, `immediate`)."""
+    `stop_mode`: how `stop()` shuts it down unless told (`fast`, `immediate`); `quiet`: `stop()`
+    does not show pg_ctl's complaints (a throwaway cluster may be stopped twice)."""
 
     def __init__(
         self,
@@ -53,12 +54,14 @@ class LocalPostgres:
         *,
         options: Sequence[str] = (),
         stop_mode: str = "fast",
+        quiet: bool = False,
     ) -> None:
         self.bin = bin_dir
         self.root = root
         self.data = root / "data"
         self.port = free_port()
         self.stop_mode = stop_mode
+        self.quiet = quiet
         self.options = " ".join(
             [f"-p {self.port}", f"-k {root}", "-c listen_addresses=127.0.0.1", *options]
         )
@@ -133,7 +136,7 @@ class LocalPostgres:
             self.stop_command(mode),
             check=False,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if self.quiet else None,
         )
 
     def running(self) -> bool:

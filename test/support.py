@@ -64,7 +64,9 @@ class PostgresServer(localpg.LocalPostgres):
             # No fsync (fast), but commits still reach the OS before they are acknowledged:
             # the fault tests kill PostgreSQL, not the machine, so nothing committed is lost.
             options += ["-c fsync=off", "-c full_page_writes=off"]
-        super().__init__(pg_bin_dir(), root, options=[*options, *extra], stop_mode="immediate")
+        super().__init__(
+            pg_bin_dir(), root, options=[*options, *extra], stop_mode="immediate", quiet=True
+        )
         self.prepare_root()
         self.initdb(sync=False)
         self.start()
