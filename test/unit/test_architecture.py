@@ -175,9 +175,9 @@ def test_no_import_cycle():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="psycopg outside store/ (found on 2026-12-06): datastorage.app:18 (the lead's "
-    "application layer), datastorage.cli:71 (`partitions` command), "
-    "datastorage.operator.maintenance:29; remove this mark once they go through the store",
+    reason="psycopg outside store/ (found on 2026-12-06): datastorage.cli:71 (the `partitions` "
+    "command connects itself), datastorage.operator.maintenance:29 (`_connect`); remove this "
+    "mark once they go through the store",
 )
 def test_only_the_store_talks_to_postgresql():
     offending = [
