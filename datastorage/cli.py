@@ -1,54 +1,21 @@
 """`datastorage` command line: serve, operator, migrate, dev, partitions, dlq.
 
 A bad or missing setting prints one line naming it and exits with code 2.
+
+Each subcommand imports what it runs inside its own function, on purpose: `migrate` must not
+load Starlette or kopf, `serve` must not load kopf, `operator` must not load the HTTP app, and
+a configuration error must be reported before any of them is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import sys
-import time
 from collections.abc import Sequence
 
 from datastorage.config import ConfigError, Settings, load_settings
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", "-")
-        if request_id != "-":
-            entry["request_id"] = request_id
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def setup_logging(settings: Settings) -> None:
-    from datastorage.http.middleware import RequestIdFilter
-
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
-        )
-    handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level)
-    for noisy in ("psycopg.pool", "kopf.objects", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+from datastorage.logs import setup_logging
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

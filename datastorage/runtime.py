@@ -25,7 +25,8 @@ from typing import Any
 
 from datastorage.config import Settings
 from datastorage.dlq.drain import DrainWorker
-from datastorage.dlq.queue import DeadLetterQueue, open_dlq
+from datastorage.dlq.factory import open_dlq
+from datastorage.dlq.queue import DeadLetterQueue
 from datastorage.schemas import SchemaValidator
 from datastorage.services.audit import AuditService
 from datastorage.services.catalog import Catalog

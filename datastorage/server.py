@@ -9,14 +9,24 @@ processes that bind the same port with SO_REUSEPORT and forwards signals to them
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import signal
+import socket
 import subprocess
 import sys
 
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config
+
 from datastorage.app import create_app
 from datastorage.config import Settings
+
+try:
+    import uvloop  # optional (comes with uvicorn[standard]): a faster event loop
+except ImportError:
+    uvloop = None
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +38,7 @@ def serve(settings: Settings, *, worker_process: bool = False) -> int:
         return _supervise(settings)
     runner = _run_uvicorn if settings.server == "uvicorn" else _run_hypercorn
     _tune_gc()
-    try:
-        import uvloop  # noqa: F401 — optional, faster event loop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
+    loop_factory = uvloop.new_event_loop if uvloop is not None else None
     with asyncio.Runner(loop_factory=loop_factory) as runner_loop:
         runner_loop.run(runner(settings))
     return 0
@@ -69,9 +74,6 @@ async def _shutdown_trigger(app, settings: Settings) -> None:
 
 
 async def _run_hypercorn(settings: Settings) -> None:
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
     app = create_app(settings)
     config = Config()
     config.bind = [f"{settings.http_host}:{settings.http_port}"]
@@ -86,9 +88,7 @@ async def _run_hypercorn(settings: Settings) -> None:
 
 
 async def _run_uvicorn(settings: Settings) -> None:
-    import socket
-
-    import uvicorn
+    import uvicorn  # deliberately lazy: an optional extra, needed only with server=uvicorn
 
     app = create_app(settings)
     config = uvicorn.Config(
@@ -127,8 +127,6 @@ async def _run_uvicorn(settings: Settings) -> None:
 def _die_with_parent() -> None:
     """Linux: a worker gets SIGTERM when the supervisor dies (even by SIGKILL), so no
     orphaned worker keeps serving the port."""
-    import ctypes
-
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 

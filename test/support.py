@@ -1,12 +1,13 @@
 """Real throwaway services for the tests: PostgreSQL, Redis and the DataStorage server.
 
 Every test tier starts what it needs through these helpers; nothing depends on a developer's
-running services. As root, PostgreSQL runs as the `postgres` system user (initdb refuses root).
+running services. PostgreSQL is started through `datastorage.localpg`, the same code as
+`datastorage dev` (as root, it runs as the `postgres` system user: initdb refuses root).
 """
 
 from __future__ import annotations
 
-import glob
+import datetime as dt
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,13 +24,10 @@ from typing import Any
 import httpx
 import psycopg
 
+from datastorage import localpg
+from datastorage.localpg import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
@@ -47,92 +46,30 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float 
 
 
 def pg_bin_dir() -> Path:
-    if os.environ.get("PGBIN"):
-        return Path(os.environ["PGBIN"])
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
-    if not candidates:
+    found = Path(os.environ["PGBIN"]) if os.environ.get("PGBIN") else localpg.system_bin_dir()
+    if found is None:
         raise RuntimeError("no PostgreSQL binaries: run `make deps` (apt package postgresql)")
-    return Path(candidates[0]).parent
+    return found
 
 
-def _as_postgres_user(cmd: list[str]) -> list[str]:
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return cmd
-
-
-class PostgresServer:
-    """A PostgreSQL cluster in a temporary directory on a loopback port."""
+class PostgresServer(localpg.LocalPostgres):
+    """A throwaway PostgreSQL cluster in a temporary directory on a loopback port, started;
+    `stop()` without a mode is a crash (`immediate`)."""
 
     def __init__(self, durable: bool = False, extra: tuple[str, ...] = ()) -> None:
-        self.bin = pg_bin_dir()
-        self.root = Path(tempfile.mkdtemp(prefix="ds-pg-"))
-        os.chmod(self.root, 0o755)
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-        self.data = self.root / "data"
-        self.port = free_port()
-        options = [
-            f"-p {self.port}",
-            f"-k {self.root}",
-            "-c listen_addresses=127.0.0.1",
-            "-c max_connections=200",
-        ]
+        root = Path(tempfile.mkdtemp(prefix="ds-pg-"))
+        os.chmod(root, 0o755)
+        options = ["-c max_connections=200"]
         if not durable:
             # No fsync (fast), but commits still reach the OS before they are acknowledged:
             # the fault tests kill PostgreSQL, not the machine, so nothing committed is lost.
             options += ["-c fsync=off", "-c full_page_writes=off"]
-        self.options = " ".join(options + list(extra))
-        subprocess.run(
-            _as_postgres_user(
-                [
-                    str(self.bin / "initdb"),
-                    "-D",
-                    str(self.data),
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
-                    "--no-locale",
-                    "--no-sync",
-                ]
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
+        super().__init__(
+            pg_bin_dir(), root, options=[*options, *extra], stop_mode="immediate", quiet=True
         )
+        self.prepare_root()
+        self.initdb(sync=False)
         self.start()
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def url_for(self, dbname: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
-
-    def start_command(self) -> list[str]:
-        pg_ctl = str(self.bin / "pg_ctl")
-        log = str(self.root / "log")
-        return _as_postgres_user(
-            [pg_ctl, "-D", str(self.data), "-l", log, "-w", "-o", self.options, "start"]
-        )
-
-    def stop_command(self, mode: str = "immediate") -> list[str]:
-        return _as_postgres_user(
-            [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "stop"]
-        )
-
-    def start(self) -> None:
-        subprocess.run(self.start_command(), check=True, stdout=subprocess.DEVNULL)
-
-    def stop(self, mode: str = "immediate") -> None:
-        subprocess.run(
-            self.stop_command(mode),
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
 
     def create_database(self, name: str) -> str:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -279,16 +216,12 @@ class ServerProcess:
 
 
 def now_rfc3339(delta_seconds: float = 0.0) -> str:
-    import datetime as dt
-
     moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delta_seconds)
     return moment.isoformat().replace("+00:00", "Z")
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:
     """A valid audit event request body; overrides replace fields (None removes one)."""
-    import uuid
-
     event = {
         "version": "1.0",
         "event_type": "gateway.signal.received",
@@ -309,8 +242,6 @@ def make_event(**overrides: Any) -> dict[str, Any]:
 
 def make_notification(**fields: Any) -> dict[str, Any]:
     """A valid notification-audit request body; fields replace or add fields."""
-    import uuid
-
     body = {
         "remediation_id": f"rem-{uuid.uuid4()}",
         "notification_id": f"n-{uuid.uuid4()}",

@@ -1,9 +1,10 @@
-"""The dead-letter queue contract: value types, errors, the backend protocol and `open_dlq`.
+"""The dead-letter queue contract: value types, errors, the backend protocol, record encoding.
 
 Writes that cannot reach PostgreSQL are appended here and replayed later by the drain worker
 (SPEC §5). Two backends implement the same protocol: Redis Streams (`redis://`, `rediss://`)
-and a local sqlite spool (`file://PATH`). Neither ever evicts an entry that was not replayed or
-dead-lettered; capacity is bounded and a full queue refuses the whole append (`DLQFull`).
+and a local sqlite spool (`file://PATH`); `dlq.factory.open_dlq` builds one from a URL.
+Neither ever evicts an entry that was not replayed or dead-lettered; capacity is bounded and a
+full queue refuses the whole append (`DLQFull`).
 
 Delivery is at-least-once: an entry claimed by a consumer that dies, or that holds it longer
 than `claim_idle` seconds, is handed to another consumer. Replay is idempotent on the database
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -110,38 +110,3 @@ def encode_record(record: dict[str, Any]) -> bytes:
 
 def decode_record(raw: bytes | str) -> dict:
     return orjson.loads(raw)
-
-
-def spool_path(url: str) -> str:
-    """The directory of a `file://` URL: `file:///abs/dir` or `file://relative/dir`."""
-    parts = urlsplit(url)
-    # `file://.datastorage/dlq` puts the first path segment in netloc; keep it relative.
-    host = "" if parts.netloc in ("", "localhost") else parts.netloc
-    path = unquote(host + parts.path)
-    if not path:
-        raise ValueError(f"file DLQ URL without a path: {url!r}")
-    return path
-
-
-def open_dlq(url: str, *, capacity: int, consumer: str, claim_idle: float) -> DeadLetterQueue:
-    """Build (not open) the backend named by the URL scheme.
-
-    `consumer` must be unique per process (e.g. hostname-pid): entries claimed under a name are
-    treated as held by a live consumer until `claim_idle` seconds pass without it touching them.
-    """
-    if capacity < 1:
-        raise ValueError("DLQ capacity must be >= 1")
-    if not consumer:
-        raise ValueError("DLQ consumer name must not be empty")
-    scheme = urlsplit(url).scheme
-    if scheme in ("redis", "rediss"):
-        from datastorage.dlq.redis_streams import RedisStreamsDLQ
-
-        return RedisStreamsDLQ(url, capacity=capacity, consumer=consumer, claim_idle=claim_idle)
-    if scheme == "file":
-        from datastorage.dlq.spool import SpoolDLQ
-
-        return SpoolDLQ(
-            spool_path(url), capacity=capacity, consumer=consumer, claim_idle=claim_idle
-        )
-    raise ValueError(f"unsupported DLQ URL scheme {scheme!r}: use redis://, rediss:// or file://")

@@ -13,10 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from datastorage.domain.timeparse import parse_time_bound
+from datastorage.http.body import decode_json, nesting_errors, read_json
 from datastorage.http.context import AppContext, accepted_response, context, json_response
-from datastorage.http.middleware import read_json
 from datastorage.http.problems import Problem, validation_error
-from datastorage.http.validation import decode_json, nesting_errors
 from datastorage.schemas import count_failure
 from datastorage.services.audit import Outcome, invalid_batch
 

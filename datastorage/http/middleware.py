@@ -1,39 +1,29 @@
-"""Cross-cutting HTTP concerns: request id, access log, metrics, exception -> problem, bodies.
+"""The one ASGI middleware around every request: request id, metrics, access log, 500 problem.
 
 `RequestContext` is a plain ASGI middleware (no per-request object allocation beyond what it
-needs). `read_json` is what every handler uses to read a body: media type (415), size limit
-(413, checked on Content-Length and while streaming) and the strict decoder.
+needs). It sets the request id that every log line carries (`logs.request_id_var`), echoes it
+in `X-Request-ID`, counts and times the request under its route template, logs server errors,
+and turns an unhandled exception into a 500 problem that names the request id.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 from typing import Any
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datastorage.domain.events import new_event_id
 from datastorage.http.problems import Problem, problem_response
-from datastorage.http.validation import decode_json
+from datastorage.logs import request_id_var
 from datastorage.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 log = logging.getLogger("datastorage.http")
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
 # Metric labels stay bounded whatever method a client sends.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-class RequestIdFilter(logging.Filter):
-    """Puts the current request id on every log record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        return True
 
 
 class RequestContext:
@@ -127,34 +117,3 @@ class RequestContext:
                     elapsed * 1000,
                 )
             request_id_var.reset(token)
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-async def read_json(
-    request: Request, limit: int, max_depth: int, *, check_depth: bool = True
-) -> Any:
-    media = _media_type(request)
-    if media != "application/json" and not (
-        media.startswith("application/") and media.endswith("+json")
-    ):
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            f"Content-Type must be application/json, got {media or 'none'}",
-        )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, "payload-too-large", f"request body exceeds {limit} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, "payload-too-large", f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    if not size:
-        raise Problem(400, "invalid-json", "request body is empty")
-    return decode_json(b"".join(chunks), max_depth, check_depth=check_depth)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from datastorage.http.body import read_json
 from datastorage.http.context import accepted_response, context, json_response
-from datastorage.http.middleware import read_json
 
 
 async def create_notification(request: Request) -> Response:

@@ -13,8 +13,8 @@ from starlette.responses import Response
 
 from datastorage.domain.lifecycle import immutable_fields
 from datastorage.http.audit import parse_uuid_path
+from datastorage.http.body import read_json
 from datastorage.http.context import AppContext, context, json_response
-from datastorage.http.middleware import read_json
 from datastorage.http.problems import not_found
 from datastorage.services.catalog import ImmutableFields
 

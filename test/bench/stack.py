@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -56,15 +55,7 @@ class Stack:
         """After an outage scenario, whatever happened: PostgreSQL is up again."""
         if self.pg is None:
             return
-        status = subprocess.run(
-            support._as_postgres_user(
-                [str(self.pg.bin / "pg_ctl"), "-D", str(self.pg.data), "status"]
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=False,
-        )
-        if status.returncode != 0:
+        if not self.pg.running():
             self.pg.start()
 
     def connect(self) -> psycopg.Connection:

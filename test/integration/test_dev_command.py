@@ -45,4 +45,4 @@ def test_dev_starts_its_own_database_serves_and_stops_on_ctrl_c(tmp_path):
     assert code == 0, log.read_text()
     assert (data_dir / "pg" / "data" / "PG_VERSION").exists()
     postmaster = data_dir / "pg" / "data" / "postmaster.pid"
-    assert not postmaster.exists(), "PostgreSQL still running after Ctrl-C"
+    assert not postmaster.exists(), "PostgreSQL still running after Ctrl-C\n" + log.read_text()

@@ -25,14 +25,8 @@ from prometheus_client import REGISTRY
 from support import REPO, RedisServer
 
 from datastorage.dlq.drain import DrainWorker
-from datastorage.dlq.queue import (
-    KINDS,
-    DeadLetterQueue,
-    DLQFull,
-    DLQUnavailable,
-    open_dlq,
-    spool_path,
-)
+from datastorage.dlq.factory import open_dlq, spool_path
+from datastorage.dlq.queue import KINDS, DeadLetterQueue, DLQFull, DLQUnavailable
 
 AUDIT, NOTIFY = KINDS
 # DB indexes of the session Redis owned by this module; other tests use other indexes.
@@ -351,7 +345,7 @@ async def test_stats_report_depth_and_oldest_age(open_queue):
 
 _CHILD = """
 import asyncio, sys
-from datastorage.dlq.queue import open_dlq
+from datastorage.dlq.factory import open_dlq
 
 async def main():
     # Long claim_idle here: it is the claimer's claim_idle that decides when held entries move.

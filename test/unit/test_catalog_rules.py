@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from datastorage.services import catalog
 from datastorage.domain.scoring import Score
+from datastorage.services import catalog
 from datastorage.store import workflows as store
 
 CONTENT = "kind: Pipeline\n"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datastorage.http import validation
+from datastorage.http import body
 from datastorage.http.problems import Problem
 
 DEPTH = 32
@@ -21,7 +21,7 @@ DEPTH = 32
 
 def status_of(raw: bytes, depth: int = DEPTH):
     try:
-        validation.decode_json(raw, depth)
+        body.decode_json(raw, depth)
     except Problem as exc:
         return exc.status, exc.field_errors
     return 200, None
@@ -77,7 +77,7 @@ def nested(levels: int):
 def test_depth_check_counts_levels(levels, limit, siblings):
     value = [nested(levels)] + [nested(levels // 2)] * siblings if levels else nested(0)
     depth = levels + 1 if levels else 0
-    assert validation._deeper_than(value, limit) == (depth > limit)
+    assert body._deeper_than(value, limit) == (depth > limit)
 
 
 # The orjson fast path: it may only answer where the strict decoder gives the same value.
@@ -85,7 +85,7 @@ def test_depth_check_counts_levels(levels, limit, siblings):
 
 def strict_outcome(raw: bytes):
     try:
-        return ("ok", validation._strict_decode(raw, DEPTH))
+        return ("ok", body._strict_decode(raw, DEPTH))
     except Problem as exc:
         return ("error", exc.status)
 
@@ -110,7 +110,7 @@ def strict_outcome(raw: bytes):
 )
 def test_fast_path_never_accepts_what_the_strict_decoder_rejects(raw):
     assert strict_outcome(raw)[0] == "error"
-    assert validation._fast_decode(raw) is validation._UNDECIDED
+    assert body._fast_decode(raw) is body._UNDECIDED
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_fast_path_never_accepts_what_the_strict_decoder_rejects(raw):
     ],
 )
 def test_fast_path_answers_common_bodies_like_the_strict_decoder(raw):
-    assert ("ok", validation._fast_decode(raw)) == strict_outcome(raw)
+    assert ("ok", body._fast_decode(raw)) == strict_outcome(raw)
 
 
 key_text = st.text(alphabet=st.sampled_from('ab": \\\u00e9\u0000\n:[]{}'), max_size=3)
@@ -158,6 +158,6 @@ def render(value, ensure_ascii: bool, colon: str) -> str:
 @given(tree=json_trees, ensure_ascii=st.booleans(), colon=st.sampled_from([":", " : ", "\n:"]))
 def test_fast_path_agrees_with_the_strict_decoder(tree, ensure_ascii, colon):
     raw = render(tree, ensure_ascii, colon).encode("utf-8", "surrogatepass")
-    fast = validation._fast_decode(raw)
-    if fast is not validation._UNDECIDED:
+    fast = body._fast_decode(raw)
+    if fast is not body._UNDECIDED:
         assert ("ok", fast) == strict_outcome(raw)
