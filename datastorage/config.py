@@ -271,6 +271,14 @@ SETTINGS: tuple[Setting, ...] = (
         "queued records at most; beyond it writes get 503",
     ),
     Setting(
+        "dlq_min_free_bytes",
+        "DATASTORAGE_DLQ_MIN_FREE_BYTES",
+        64 * 1024 * 1024,
+        _non_negative_int,
+        "disk room a file:// DLQ keeps (half as a reserve for the drain); appends that would "
+        "leave less get 503 (0: no floor)",
+    ),
+    Setting(
         "dlq_max_attempts",
         "DATASTORAGE_DLQ_MAX_ATTEMPTS",
         5,
@@ -370,6 +378,7 @@ class Settings:
     partition_dry_run: bool
     partition_maintenance_interval: float
     dlq_capacity: int
+    dlq_min_free_bytes: int
     dlq_max_attempts: int
     dlq_batch_size: int
     dlq_claim_idle: float

@@ -41,6 +41,10 @@ class StreamStats:
     depth: int
     oldest_age_seconds: float | None
     dead_lettered: int
+    bytes: int = 0  # what the queued records of this stream take (payload, or Redis memory)
+    # Room the whole queue has left before appends are refused, the same for every stream:
+    # free disk above the floor (file), maxmemory − used_memory (redis); None when unbounded.
+    free_bytes: int | None = None
 
 
 class DLQError(Exception):
@@ -52,7 +56,8 @@ class DLQUnavailable(DLQError):
 
 
 class DLQFull(DLQError):
-    """The queue holds `capacity` records; nothing of the refused append was stored."""
+    """The queue holds `capacity` records, or has no room left for the append (disk floor,
+    Redis maxmemory); nothing of the refused append was stored."""
 
 
 class DeadLetterQueue(Protocol):
@@ -123,11 +128,15 @@ def spool_path(url: str) -> str:
     return path
 
 
-def open_dlq(url: str, *, capacity: int, consumer: str, claim_idle: float) -> DeadLetterQueue:
+def open_dlq(
+    url: str, *, capacity: int, consumer: str, claim_idle: float, min_free_bytes: int = 0
+) -> DeadLetterQueue:
     """Build (not open) the backend named by the URL scheme.
 
     `consumer` must be unique per process (e.g. hostname-pid): entries claimed under a name are
     treated as held by a live consumer until `claim_idle` seconds pass without it touching them.
+    `min_free_bytes` is the disk room a `file://` spool keeps (see `spool`); Redis is bounded
+    by its own `maxmemory` instead.
     """
     if capacity < 1:
         raise ValueError("DLQ capacity must be >= 1")
@@ -142,6 +151,10 @@ def open_dlq(url: str, *, capacity: int, consumer: str, claim_idle: float) -> De
         from datastorage.dlq.spool import SpoolDLQ
 
         return SpoolDLQ(
-            spool_path(url), capacity=capacity, consumer=consumer, claim_idle=claim_idle
+            spool_path(url),
+            capacity=capacity,
+            consumer=consumer,
+            claim_idle=claim_idle,
+            min_free_bytes=min_free_bytes,
         )
     raise ValueError(f"unsupported DLQ URL scheme {scheme!r}: use redis://, rediss:// or file://")

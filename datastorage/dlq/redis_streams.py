@@ -12,6 +12,13 @@ consumer's XAUTOCLAIM picks them up once the retry delay has passed; entries of 
 are picked up the same way after `claim_idle`. Append, release and dead-letter are Lua scripts
 so that each is atomic (capacity check + XADD in particular). Durability is what Redis is
 configured for: the chart runs it with AOF `appendfsync always`.
+
+Memory is bounded by Redis itself: run it with `maxmemory` and `maxmemory-policy noeviction`
+(an evicting policy would drop queued entries). At the limit Redis refuses commands that grow
+memory (XADD, HINCRBY) with an OOM error, which an append reports as `DLQFull`; a script that
+has not yet written is refused whole, so an append stores all its records or none. The drain
+keeps working: XREADGROUP, XAUTOCLAIM, XCLAIM, XACK, XDEL and HDEL are not refused under OOM,
+and a script that has written once (release, dead-letter) is allowed to finish.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from contextlib import contextmanager
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from datastorage.dlq.queue import (
     KINDS,
@@ -129,6 +136,8 @@ def _id_seconds(entry_id: str) -> float:
 def _unavailable_on_error() -> Iterator[None]:
     try:
         yield
+    except OutOfMemoryError as exc:
+        raise DLQFull(f"redis DLQ is at its maxmemory: {exc}") from exc
     except (RedisError, OSError) as exc:
         raise DLQUnavailable(f"redis DLQ: {exc}") from exc
 
@@ -350,15 +359,20 @@ class RedisStreamsDLQ:
                     pipe.xlen(stream_key(kind))
                     pipe.xrange(stream_key(kind), count=1)
                     pipe.xlen(_dead_key(kind))
+                    pipe.memory_usage(stream_key(kind))  # sampled: cheap on a long stream
+                pipe.info("memory")
                 pipe.time()
                 replies = await pipe.execute()
         seconds, micros = replies[-1]
         now = seconds + micros / 1e6  # the server's clock, which stamped the entry ids
+        memory = replies[-2]
+        limit = int(memory.get("maxmemory", 0))
+        free = max(0, limit - int(memory["used_memory"])) if limit else None
         stats = []
         for index, kind in enumerate(KINDS):
-            depth, oldest, dead = replies[3 * index : 3 * index + 3]
+            depth, oldest, dead, used = replies[4 * index : 4 * index + 4]
             age = max(0.0, now - _id_seconds(_text(oldest[0][0]))) if oldest else None
-            stats.append(StreamStats(kind, depth, age, dead))
+            stats.append(StreamStats(kind, depth, age, dead, int(used or 0), free))
         return stats
 
     async def dead_letters(self, kind: str, limit: int = 100) -> list[dict]:
