@@ -67,6 +67,10 @@ FILENAME = "dlq.sqlite3"
 RESERVE_FILENAME = "dlq.reserve"
 BUSY_TIMEOUT_MS = 10_000
 WAL_FRAME_HEADER = 24  # bytes in front of every page a transaction writes to the WAL
+# Checkpoint after this many WAL pages (sqlite's default is 1000) and cut the WAL back to about
+# that size afterwards: the WAL counts against the room, so a small one leaves more for records.
+WAL_AUTOCHECKPOINT_PAGES = 256
+SHRINK_STEP_PAGES = 128  # pages freed per step at least when giving space back
 RECORD_OVERHEAD = 64  # queue row, cell header and index entry per record, generously
 
 log = logging.getLogger(__name__)
@@ -216,9 +220,13 @@ class SpoolDLQ:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA secure_delete = OFF")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        (self._page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        # A WAL that one big transaction grew is cut back at the next checkpoint.
+        limit = WAL_AUTOCHECKPOINT_PAGES * (self._page_size + WAL_FRAME_HEADER)
+        conn.execute(f"PRAGMA journal_size_limit = {limit}")
         conn.execute("PRAGMA temp_store = MEMORY")  # a VACUUM's copy stays off the full disk
         self._conn = conn
-        (self._page_size,) = conn.execute("PRAGMA page_size").fetchone()
         # One transaction, so processes opening the same new spool at once do not race.
         with self._transaction() as db:
             inline = db.execute(
@@ -284,10 +292,16 @@ class SpoolDLQ:
         return pages * (self._page_size + WAL_FRAME_HEADER)
 
     def _room(self) -> int:
-        """Bytes the spool may still fill: free disk plus reusable pages, minus the floor."""
+        """Bytes the spool may still fill: free disk plus reusable pages, minus the floor and
+        minus the WAL, whose frames a checkpoint may copy into the database file at once."""
         disk = os.statvfs(self.path.parent)
         (free_pages,) = self._db().execute("PRAGMA freelist_count").fetchone()
-        return disk.f_bavail * disk.f_frsize + free_pages * self._page_size - self.free_floor
+        try:
+            wal = os.path.getsize(f"{self.path}-wal")
+        except FileNotFoundError:
+            wal = 0
+        free = disk.f_bavail * disk.f_frsize + free_pages * self._page_size
+        return free - wal - self.free_floor
 
     # -- the reserve ----------------------------------------------------------------------
 
@@ -368,6 +382,7 @@ class SpoolDLQ:
         check_kind(kind)
         if entry_ids:
             await self._call(self._draining, self._ack_sync, kind, entry_ids)
+            await self._call(self._shrink_if_empty)
 
     def _ack_sync(self, kind: str, entry_ids: list[str]) -> None:
         with self._transaction() as db:
@@ -375,7 +390,6 @@ class SpoolDLQ:
                 "DELETE FROM queue WHERE kind = ? AND id IN (SELECT value FROM json_each(?))",
                 (kind, orjson.dumps([int(entry_id) for entry_id in entry_ids]).decode()),
             )
-        self._shrink_if_empty()
 
     async def release(
         self, kind: str, entries: list[Entry], error: str | None, *, retry_after: float = 0.0
@@ -407,6 +421,7 @@ class SpoolDLQ:
     async def dead_letter(self, kind: str, entry: Entry, error: str) -> None:
         check_kind(kind)
         await self._call(self._draining, self._dead_letter_sync, kind, entry, error)
+        await self._call(self._shrink_if_empty)
 
     def _dead_letter_sync(self, kind: str, entry: Entry, error: str) -> None:
         with self._transaction() as db:
@@ -428,7 +443,6 @@ class SpoolDLQ:
                     time.time(),
                 ),
             )
-        self._shrink_if_empty()
 
     def _shrink_if_empty(self) -> None:
         """Once the queue is empty, hand its freed pages and WAL back to the filesystem and
@@ -438,13 +452,17 @@ class SpoolDLQ:
             (depth,) = db.execute("SELECT COALESCE(SUM(records), 0) FROM depth").fetchone()
             if depth:
                 return
-            (free_pages,) = db.execute("PRAGMA freelist_count").fetchone()
-            if free_pages:
-                if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
-                    db.execute("PRAGMA incremental_vacuum").fetchall()
-                else:  # a file made before auto-vacuum: convert it while it is small
-                    db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-                    db.execute("VACUUM")
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                # A file made before auto-vacuum: convert it while it holds next to nothing.
+                self._draining(db.executescript, "PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
+            while db.execute("PRAGMA freelist_count").fetchone()[0]:
+                # Steps sized to the free disk: a step writes WAL frames before its checkpoint
+                # cuts the file, so on a nearly full disk the space comes back bit by bit.
+                disk = os.statvfs(self.path.parent)
+                step = max(SHRINK_STEP_PAGES, disk.f_bavail * disk.f_frsize // self._page_size)
+                # executescript steps the pragma to its end (execute() stops after one page).
+                self._draining(db.executescript, f"PRAGMA incremental_vacuum({step});")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             self._ensure_reserve()
         except (sqlite3.Error, OSError) as exc:
