@@ -148,10 +148,11 @@ class PostgresServer:
 class RedisServer:
     """A redis-server on a loopback port, no persistence unless asked."""
 
-    def __init__(self, appendonly: bool = False) -> None:
+    def __init__(self, appendonly: bool = False, extra: tuple[str, ...] = ()) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="ds-redis-"))
         self.port = free_port()
         self.appendonly = appendonly
+        self.extra = extra  # more redis-server arguments, e.g. ("--maxmemory", "8mb")
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -180,6 +181,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += list(self.extra)
         self.proc = subprocess.Popen(
             args, stdout=open(self.root / "log", "ab"), stderr=subprocess.STDOUT
         )
