@@ -388,7 +388,8 @@ class RedisStreamsDLQ:
         for index, kind in enumerate(KINDS):
             depth, oldest, dead, used = replies[4 * index : 4 * index + 4]
             age = max(0.0, now - _id_seconds(_text(oldest[0][0]))) if oldest else None
-            stats.append(StreamStats(kind, depth, age, dead, int(used or 0), free))
+            # An empty stream still takes a few hundred bytes: count records only.
+            stats.append(StreamStats(kind, depth, age, dead, int(used or 0) if depth else 0, free))
         return stats
 
     async def dead_letters(self, kind: str, limit: int = 100) -> list[dict]:
