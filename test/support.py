@@ -203,6 +203,24 @@ class RedisServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def stored_event_counts(database_url: str, correlation_id: str) -> dict[str, int]:
+    """event_id → how many rows `audit_events` holds for it, for one correlation id."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT event_id::text, count(*) FROM audit_events WHERE correlation_id = %s "
+            "GROUP BY event_id",
+            (correlation_id,),
+        ).fetchall()
+    return dict(rows)
+
+
+def all_stored_once(database_url: str, correlation_id: str, ids: set[str]) -> None:
+    """Every id acknowledged is in `audit_events` exactly once, and nothing else is."""
+    counts = stored_event_counts(database_url, correlation_id)
+    assert set(counts) == ids, f"{len(ids - set(counts))} of {len(ids)} missing"
+    assert set(counts.values()) == {1}
+
+
 def run_migrations(database_url: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "datastorage", "migrate"],

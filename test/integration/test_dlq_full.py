@@ -22,17 +22,9 @@ from functools import partial
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 import redis
-from support import (
-    PostgresServer,
-    RedisServer,
-    ServerProcess,
-    eventually,
-    make_event,
-    run_migrations,
-)
+from support import RedisServer, ServerProcess, all_stored_once, eventually, make_event
 
 from datastorage.dlq.queue import KINDS, DLQFull
 from datastorage.dlq.spool import FILENAME, RESERVE_FILENAME, SpoolDLQ
@@ -79,15 +71,6 @@ def big_event(correlation_id: str) -> dict:
     )
 
 
-@pytest.fixture()
-def database():
-    pg = PostgresServer()
-    url = pg.create_database("dlqfull")
-    run_migrations(url)
-    yield pg, url
-    pg.destroy()
-
-
 @pytest.fixture(params=["file", "redis"])
 def limited_dlq(request, tmp_path) -> Iterator[tuple[str, dict[str, str], Callable[[], int]]]:
     """(DLQ URL, extra server settings, bytes the queue takes right now)."""
@@ -103,16 +86,6 @@ def limited_dlq(request, tmp_path) -> Iterator[tuple[str, dict[str, str], Callab
             yield server.url, {}, lambda: int(client.info("memory")["used_memory"])
     finally:
         server.destroy()
-
-
-def _stored(database_url: str, correlation_id: str) -> dict[str, int]:
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "SELECT event_id::text, count(*) FROM audit_events WHERE correlation_id = %s"
-            " GROUP BY event_id",
-            (correlation_id,),
-        ).fetchall()
-    return dict(rows)
 
 
 def _fill_until_refused(api: httpx.Client, correlation_id: str) -> set[str]:
@@ -134,12 +107,6 @@ def _fill_until_refused(api: httpx.Client, correlation_id: str) -> set[str]:
         accepted.add(response.json()["event_id"])
         refused_in_a_row = 0
     raise AssertionError("the DLQ never refused an append")
-
-
-def _all_stored_once(database_url: str, correlation_id: str, accepted: set[str]) -> None:
-    counts = _stored(database_url, correlation_id)
-    assert set(counts) == accepted, f"{len(accepted - set(counts))} of {len(accepted)} missing"
-    assert set(counts.values()) == {1}
 
 
 def _drained(api: httpx.Client) -> None:
@@ -202,7 +169,7 @@ def test_full_dlq_refuses_drains_by_itself_and_absorbs_the_next_outage(
 
                 pg.start()
                 started = time.monotonic()
-                eventually(partial(_all_stored_once, url, correlation, accepted), timeout=30)
+                eventually(partial(all_stored_once, url, correlation, accepted), timeout=30)
                 replay_seconds.append(round(time.monotonic() - started, 1))
                 fresh = api.post(EVENTS, json=big_event(correlation))
                 assert fresh.status_code == 201, fresh.text
