@@ -200,6 +200,12 @@ class Settings:
     dlq_claim_idle: float = setting(
         60.0, _non_negative_float, "seconds before another replica reclaims a pending Redis entry"
     )
+    dlq_min_free_bytes: int = setting(
+        64 * 1024 * 1024,
+        _non_negative_int,
+        "disk room a file:// DLQ keeps (half as a reserve for the drain); appends that would "
+        "leave less get 503 (0: no floor)",
+    )
     retry_after: int = setting(5, _positive_int, "Retry-After seconds on 503")
     operator_namespaces: tuple[str, ...] = setting(
         (), _comma_list, "comma-separated namespaces the operator watches (empty: the pod's own)"

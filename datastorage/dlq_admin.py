@@ -32,9 +32,11 @@ async def dlq_command(settings: Settings, action: str, print_table: Callable) ->
     finally:
         await dlq.close()
     print_table(
-        ["stream", "depth", "oldest", "dead-lettered"],
-        [(s.stream, s.depth, _age(s.oldest_age_seconds), s.dead_lettered) for s in stats],
+        ["stream", "depth", "bytes", "oldest", "dead-lettered"],
+        [(s.stream, s.depth, s.bytes, _age(s.oldest_age_seconds), s.dead_lettered) for s in stats],
     )
+    free = stats[0].free_bytes if stats else None
+    print(f"free: {'no limit' if free is None else f'{free} bytes'} before appends are refused")
     return 0
 
 

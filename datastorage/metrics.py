@@ -74,6 +74,16 @@ DLQ_DEPTH = Gauge("datastorage_dlq_depth", "Records queued and not yet replayed.
 DLQ_OLDEST_AGE = Gauge(
     "datastorage_dlq_oldest_age_seconds", "Age of the oldest queued record.", ["stream"]
 )
+DLQ_BYTES = Gauge(
+    "datastorage_dlq_bytes",
+    "Bytes the queued records take (file: record bytes; redis: the stream's memory).",
+    ["stream"],
+)
+DLQ_FREE_BYTES = Gauge(
+    "datastorage_dlq_free_bytes",
+    "Bytes the DLQ can still take before appends get 503 (file: disk above the floor; redis:"
+    " maxmemory - used_memory; NaN without a limit).",
+)
 DLQ_ENQUEUED = Counter("datastorage_dlq_enqueued_total", "Records written to the DLQ.", ["stream"])
 DLQ_REPLAYED = Counter(
     "datastorage_dlq_replayed_total", "Records replayed from the DLQ into PostgreSQL.", ["stream"]

@@ -56,6 +56,7 @@ def dlq_backend(settings: Settings, consumer: str) -> DeadLetterQueue:
         capacity=settings.dlq_capacity,
         consumer=consumer,
         claim_idle=settings.dlq_claim_idle,
+        min_free_bytes=settings.dlq_min_free_bytes,
     )
 
 

@@ -39,6 +39,17 @@ def db(database_url):
         yield conn
 
 
+@pytest.fixture()
+def database():
+    """A PostgreSQL server of this test's own, which it may stop and start, and the URL of a
+    migrated database on it."""
+    pg = PostgresServer()
+    url = pg.create_database("outage")
+    run_migrations(url)
+    yield pg, url
+    pg.destroy()
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     server = RedisServer()

@@ -85,10 +85,11 @@ class PostgresServer(localpg.LocalPostgres):
 class RedisServer:
     """A redis-server on a loopback port, no persistence unless asked."""
 
-    def __init__(self, appendonly: bool = False) -> None:
+    def __init__(self, appendonly: bool = False, extra: tuple[str, ...] = ()) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="ds-redis-"))
         self.port = free_port()
         self.appendonly = appendonly
+        self.extra = extra  # more redis-server arguments, e.g. ("--maxmemory", "8mb")
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -117,6 +118,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += list(self.extra)
         self.proc = subprocess.Popen(
             args, stdout=open(self.root / "log", "ab"), stderr=subprocess.STDOUT
         )
@@ -136,6 +138,24 @@ class RedisServer:
     def destroy(self) -> None:
         self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def stored_event_counts(database_url: str, correlation_id: str) -> dict[str, int]:
+    """event_id → how many rows `audit_events` holds for it, for one correlation id."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT event_id::text, count(*) FROM audit_events WHERE correlation_id = %s "
+            "GROUP BY event_id",
+            (correlation_id,),
+        ).fetchall()
+    return dict(rows)
+
+
+def all_stored_once(database_url: str, correlation_id: str, ids: set[str]) -> None:
+    """Every id acknowledged is in `audit_events` exactly once, and nothing else is."""
+    counts = stored_event_counts(database_url, correlation_id)
+    assert set(counts) == ids, f"{len(ids - set(counts))} of {len(ids)} missing"
+    assert set(counts.values()) == {1}
 
 
 def run_migrations(database_url: str) -> None:

@@ -20,7 +20,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from datastorage.dlq.queue import KINDS, DeadLetterQueue, DLQError, Entry, check_kind
-from datastorage.metrics import DLQ_DEAD_LETTERED, DLQ_DEPTH, DLQ_OLDEST_AGE, DLQ_REPLAYED
+from datastorage.metrics import (
+    DLQ_BYTES,
+    DLQ_DEAD_LETTERED,
+    DLQ_DEPTH,
+    DLQ_FREE_BYTES,
+    DLQ_OLDEST_AGE,
+    DLQ_REPLAYED,
+)
 
 Replay = Callable[[str, list[dict]], Awaitable[None]]
 
@@ -180,6 +187,10 @@ class DrainWorker:
         for stream in stats:
             DLQ_DEPTH.labels(stream=stream.stream).set(stream.depth)
             DLQ_OLDEST_AGE.labels(stream=stream.stream).set(stream.oldest_age_seconds or 0.0)
+            DLQ_BYTES.labels(stream=stream.stream).set(stream.bytes)
+        if stats:
+            free = stats[0].free_bytes
+            DLQ_FREE_BYTES.set(float("nan") if free is None else free)
 
     # -- draining -------------------------------------------------------------------------
 

@@ -24,11 +24,15 @@ def spool_path(url: str) -> str:
     return path
 
 
-def open_dlq(url: str, *, capacity: int, consumer: str, claim_idle: float) -> DeadLetterQueue:
+def open_dlq(
+    url: str, *, capacity: int, consumer: str, claim_idle: float, min_free_bytes: int = 0
+) -> DeadLetterQueue:
     """Build (not open) the backend named by the URL scheme.
 
     `consumer` must be unique per process (e.g. hostname-pid): entries claimed under a name are
     treated as held by a live consumer until `claim_idle` seconds pass without it touching them.
+    `min_free_bytes` is the disk room a `file://` spool keeps (see `spool`); Redis is bounded
+    by its own `maxmemory` instead.
     """
     if capacity < 1:
         raise ValueError("DLQ capacity must be >= 1")
@@ -39,6 +43,10 @@ def open_dlq(url: str, *, capacity: int, consumer: str, claim_idle: float) -> De
         return RedisStreamsDLQ(url, capacity=capacity, consumer=consumer, claim_idle=claim_idle)
     if scheme == "file":
         return SpoolDLQ(
-            spool_path(url), capacity=capacity, consumer=consumer, claim_idle=claim_idle
+            spool_path(url),
+            capacity=capacity,
+            consumer=consumer,
+            claim_idle=claim_idle,
+            min_free_bytes=min_free_bytes,
         )
     raise ValueError(f"unsupported DLQ URL scheme {scheme!r}: use redis://, rediss:// or file://")

@@ -9,9 +9,17 @@ Layout, per record kind:
 
 Released entries are handed to a parking consumer with a chosen idle time, so that every
 consumer's XAUTOCLAIM picks them up once the retry delay has passed; entries of a dead consumer
-are picked up the same way after `claim_idle`. Append, release and dead-letter are Lua scripts
-so that each is atomic (capacity check + XADD in particular). Durability is what Redis is
+are picked up the same way after `claim_idle`. Append, ack, release and dead-letter are Lua
+scripts so that each is atomic (capacity check + XADD in particular). Durability is what Redis is
 configured for: the chart runs it with AOF `appendfsync always`.
+
+Memory is bounded by Redis itself: run it with `maxmemory` and `maxmemory-policy noeviction`
+(an evicting policy would drop queued entries). At the limit Redis refuses commands that grow
+memory (XADD, HINCRBY) with an OOM error, which an append reports as `DLQFull`; a script that
+has not yet written is refused whole, so an append stores all its records or none. The drain
+keeps working: XREADGROUP, XAUTOCLAIM, XCLAIM, XACK, XDEL and HDEL are not refused under OOM
+(but any command queued in a MULTI is, hence no MULTI/EXEC here), and a script that has
+written once (release, dead-letter) is allowed to finish.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from contextlib import contextmanager
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from datastorage.dlq.queue import (
     KINDS,
@@ -69,6 +77,24 @@ for i = 6, #ARGV do
   end
 end
 return released
+"""
+
+# KEYS: stream, attempts hash. ARGV: group, then entry ids. A script rather than MULTI/EXEC:
+# at maxmemory Redis refuses to queue any command in a MULTI, but lets a script XACK/XDEL/HDEL,
+# and the drain is what frees the memory. Ids go in chunks (Lua's unpack has a stack limit).
+_ACK = """
+local failed_before = redis.call('HLEN', KEYS[2]) > 0
+local ids = {}
+for i = 2, #ARGV do
+  ids[#ids + 1] = ARGV[i]
+  if #ids == 1000 or i == #ARGV then
+    redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+    redis.call('XDEL', KEYS[1], unpack(ids))
+    if failed_before then redis.call('HDEL', KEYS[2], unpack(ids)) end
+    ids = {}
+  end
+end
+return #ARGV - 1
 """
 
 # KEYS: stream, attempts hash, dead stream. ARGV: group, entry id, then dead-letter fields.
@@ -129,6 +155,8 @@ def _id_seconds(entry_id: str) -> float:
 def _unavailable_on_error() -> Iterator[None]:
     try:
         yield
+    except OutOfMemoryError as exc:
+        raise DLQFull(f"redis DLQ is at its maxmemory: {exc}") from exc
     except (RedisError, OSError) as exc:
         raise DLQUnavailable(f"redis DLQ: {exc}") from exc
 
@@ -160,6 +188,7 @@ class RedisStreamsDLQ:
             health_check_interval=30,
         )
         self._append = self._client.register_script(_APPEND)
+        self._ack = self._client.register_script(_ACK)
         self._release = self._client.register_script(_RELEASE)
         self._dead_letter = self._client.register_script(_DEAD_LETTER)
         self._forget_consumers = self._client.register_script(_FORGET_CONSUMERS)
@@ -287,17 +316,13 @@ class RedisStreamsDLQ:
         check_kind(kind)
         if not entry_ids:
             return
-        key = stream_key(kind)
+        client = self._redis()
         with _unavailable_on_error():
-            # Only this consumer records attempts for the entries it holds, so an empty hash
-            # now means none of these ids has attempts to forget.
-            failed_before = await self._redis().hlen(_attempts_key(kind))
-            async with self._redis().pipeline(transaction=True) as pipe:
-                pipe.xack(key, GROUP, *entry_ids)
-                pipe.xdel(key, *entry_ids)
-                if failed_before:
-                    pipe.hdel(_attempts_key(kind), *entry_ids)
-                await pipe.execute()
+            await self._ack(
+                keys=[stream_key(kind), _attempts_key(kind)],
+                args=[GROUP, *entry_ids],
+                client=client,
+            )
 
     async def release(
         self, kind: str, entries: list[Entry], error: str | None, *, retry_after: float = 0.0
@@ -350,15 +375,21 @@ class RedisStreamsDLQ:
                     pipe.xlen(stream_key(kind))
                     pipe.xrange(stream_key(kind), count=1)
                     pipe.xlen(_dead_key(kind))
+                    pipe.memory_usage(stream_key(kind))  # sampled: cheap on a long stream
+                pipe.info("memory")
                 pipe.time()
                 replies = await pipe.execute()
         seconds, micros = replies[-1]
         now = seconds + micros / 1e6  # the server's clock, which stamped the entry ids
+        memory = replies[-2]
+        limit = int(memory.get("maxmemory", 0))
+        free = max(0, limit - int(memory["used_memory"])) if limit else None
         stats = []
         for index, kind in enumerate(KINDS):
-            depth, oldest, dead = replies[3 * index : 3 * index + 3]
+            depth, oldest, dead, used = replies[4 * index : 4 * index + 4]
             age = max(0.0, now - _id_seconds(_text(oldest[0][0]))) if oldest else None
-            stats.append(StreamStats(kind, depth, age, dead))
+            # An empty stream still takes a few hundred bytes: count records only.
+            stats.append(StreamStats(kind, depth, age, dead, int(used or 0) if depth else 0, free))
         return stats
 
     async def dead_letters(self, kind: str, limit: int = 100) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Admin endpoints: DLQ status (SPEC §5)."""
+"""Admin endpoints: DLQ status (SPEC §5): depth, age, dead letters and bytes per stream, and
+the room the queue has left before appends are refused."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datastorage.http.problems import unavailable
 async def dlq_status(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     if ctx.runtime.dlq is None:
-        return json_response({"streams": [], "backend": None})
+        return json_response({"streams": [], "backend": None, "free_bytes": None})
     try:
         stats = await ctx.runtime.dlq.stats()
     except Exception as exc:
@@ -20,12 +21,14 @@ async def dlq_status(request: Request) -> Response:
     return json_response(
         {
             "backend": ctx.runtime.dlq.name,
+            "free_bytes": stats[0].free_bytes if stats else None,
             "streams": [
                 {
                     "stream": s.stream,
                     "depth": s.depth,
                     "oldest_age_seconds": s.oldest_age_seconds,
                     "dead_lettered": s.dead_lettered,
+                    "bytes": s.bytes,
                 }
                 for s in stats
             ],

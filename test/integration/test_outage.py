@@ -15,26 +15,17 @@ import pytest
 import redis
 from support import (
     REPO,
-    PostgresServer,
     RedisServer,
     ServerProcess,
+    all_stored_once,
     eventually,
     make_event,
-    run_migrations,
+    stored_event_counts,
 )
 
 EVENTS = "/api/v1/audit/events"
 BATCH = "/api/v1/audit/events/batch"
 NOTIFICATIONS = "/api/v1/audit/notifications"
-
-
-@pytest.fixture()
-def database():
-    pg = PostgresServer()
-    url = pg.create_database("outage")
-    run_migrations(url)
-    yield pg, url
-    pg.destroy()
 
 
 @pytest.fixture(params=["file", "redis"])
@@ -54,22 +45,6 @@ def _server(database_url: str, dlq: str, tmp_path, **extra: str) -> ServerProces
         **extra,
     }
     return ServerProcess(env, tmp_path)
-
-
-def _stored_counts(database_url: str, correlation_id: str) -> dict[str, int]:
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "SELECT event_id::text, count(*) FROM audit_events WHERE correlation_id = %s "
-            "GROUP BY event_id",
-            (correlation_id,),
-        ).fetchall()
-    return dict(rows)
-
-
-def _all_stored_once(database_url: str, correlation_id: str, ids: set[str]) -> None:
-    counts = _stored_counts(database_url, correlation_id)
-    assert set(counts) == ids, f"{len(ids - set(counts))} of {len(ids)} missing"
-    assert set(counts.values()) == {1}
 
 
 class Writers:
@@ -162,7 +137,7 @@ def test_outage_is_absorbed_by_the_dlq_and_replayed_exactly_once(database, dlq_u
             depth = {s["stream"]: s["depth"] for s in dlq["streams"]}
             assert depth["audit_events"] == 600 and depth["notifications"] == 1
             pg.start()
-            eventually(lambda: _all_stored_once(url, correlation, ids), timeout=30, interval=0.5)
+            eventually(lambda: all_stored_once(url, correlation, ids), timeout=30, interval=0.5)
             with psycopg.connect(url) as conn:
                 parent_date = conn.execute(
                     "SELECT parent_event_date FROM audit_events WHERE event_id = %s",
@@ -212,7 +187,7 @@ def test_database_and_redis_both_down_answers_503(database, tmp_path):
             assert response.status_code == 202
             acked.append(response.json()["event_id"])
             pg.start()
-            eventually(lambda: _all_stored_once(url, correlation, set(acked)), timeout=30)
+            eventually(lambda: all_stored_once(url, correlation, set(acked)), timeout=30)
     finally:
         server.stop()
         own_redis.destroy()
@@ -239,7 +214,7 @@ def test_dlq_at_capacity_answers_503_and_never_evicts(database, dlq_url, tmp_pat
             }
             assert depth["audit_events"] == 100
             pg.start()
-            eventually(lambda: _all_stored_once(url, correlation, ids), timeout=30)
+            eventually(lambda: all_stored_once(url, correlation, ids), timeout=30)
     finally:
         server.stop()
 
@@ -265,7 +240,7 @@ def test_poison_entry_is_dead_lettered_and_does_not_block_others(database, dlq_u
                 if index != 3:
                     good.add(response.json()["event_id"])
             pg.start()
-            eventually(lambda: _all_stored_once(url, correlation, good), timeout=30)
+            eventually(lambda: all_stored_once(url, correlation, good), timeout=30)
 
             def dead_lettered():
                 streams = api.get("/api/v1/admin/dlq").json()["streams"]
@@ -324,7 +299,7 @@ def _sigterm_while_writing(database, dlq_url, tmp_path, server_kind: str) -> Non
     assert set(writers.statuses) <= {201, 202}, server.log()
     server.start()
     try:
-        eventually(lambda: _all_stored_once(url, correlation, writers.acked), timeout=30)
+        eventually(lambda: all_stored_once(url, correlation, writers.acked), timeout=30)
     finally:
         server.stop()
 
@@ -344,7 +319,7 @@ def test_kill_9_with_queued_entries_drains_after_restart(database, dlq_url, tmp_
     pg.start()
     server.start()
     try:
-        eventually(lambda: _all_stored_once(url, correlation, ids), timeout=30)
+        eventually(lambda: all_stored_once(url, correlation, ids), timeout=30)
     finally:
         server.stop()
 
@@ -365,7 +340,7 @@ def test_two_servers_draining_one_redis_dlq_insert_no_duplicates(database, redis
             assert response.status_code == 202
             ids |= set(response.json()["event_ids"])
         pg.start()
-        eventually(lambda: _all_stored_once(url, correlation, ids), timeout=30)
+        eventually(lambda: all_stored_once(url, correlation, ids), timeout=30)
         replayed = 0.0
         for server in servers:
             for line in httpx.get(server.url + "/metrics").text.splitlines():
@@ -388,7 +363,7 @@ def test_kill_9_under_load_loses_no_201_acknowledged_event(database, tmp_path):
         server.signal(signal.SIGKILL)
         server.wait(10)
     assert set(writers.statuses) == {201}
-    counts = _stored_counts(url, correlation)
+    counts = stored_event_counts(url, correlation)
     missing = writers.acked - set(counts)
     assert not missing, f"{len(missing)} acknowledged events missing"
     assert set(counts.values()) == {1}
