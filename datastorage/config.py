@@ -145,6 +145,14 @@ SETTINGS: tuple[Setting, ...] = (
         "server processes sharing the port (SO_REUSEPORT); default: one per CPU",
     ),
     Setting(
+        "metrics_dir",
+        "DATASTORAGE_METRICS_DIR",
+        None,
+        _text,
+        "directory where worker processes share metric files (its *.db files are wiped at "
+        "start; unset: a temporary directory)",
+    ),
+    Setting(
         "db_pool_min", "DATASTORAGE_DB_POOL_MIN", 5, _non_negative_int, "connections kept open"
     ),
     Setting("db_pool_max", "DATASTORAGE_DB_POOL_MAX", 25, _positive_int, "connections at most"),
@@ -348,6 +356,7 @@ class Settings:
     http_port: int
     server: str
     workers: int
+    metrics_dir: str | None
     db_pool_min: int
     db_pool_max: int
     db_pool_timeout: float
