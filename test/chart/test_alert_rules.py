@@ -110,11 +110,7 @@ CASES: dict[str, tuple[str, list[dict], list[dict], dict[str, str]]] = {
     ),
     "DataStoragePartitionMaintenanceStale": (
         "4h",
-        [
-            _series(
-                "datastorage_partition_maintenance_last_success_timestamp_seconds", "", "0x300"
-            )
-        ],
+        [_series("datastorage_partition_maintenance_last_success_timestamp_seconds", "", "0x300")],
         [
             _series(
                 "datastorage_partition_maintenance_last_success_timestamp_seconds",
