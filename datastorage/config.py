@@ -317,6 +317,29 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds between workflow resyncs",
     ),
     Setting(
+        "operator_peering",
+        "DATASTORAGE_OPERATOR_PEERING",
+        None,
+        _text,
+        "name of the KopfPeering object the operator replicas share: one is active, the "
+        "others stand by (unset: every replica works on its own)",
+    ),
+    Setting(
+        "operator_priority",
+        "DATASTORAGE_OPERATOR_PRIORITY",
+        0,
+        _non_negative_int,
+        "peering priority, the highest live one is active (0: a random one per process)",
+    ),
+    Setting(
+        "operator_peering_lifetime",
+        "DATASTORAGE_OPERATOR_PEERING_LIFETIME",
+        60,
+        _positive_int,
+        "seconds a replica's peering record stays valid: a dead active operator is replaced "
+        "after at most this",
+    ),
+    Setting(
         "operator_metrics_port",
         "DATASTORAGE_OPERATOR_METRICS_PORT",
         8081,
@@ -385,6 +408,9 @@ class Settings:
     retry_after: int
     operator_namespaces: tuple[str, ...]
     operator_resync_interval: float
+    operator_peering: str | None
+    operator_priority: int
+    operator_peering_lifetime: int
     operator_metrics_port: int
     operator_health_port: int
     cors_allow_origins: tuple[str, ...]
