@@ -94,3 +94,19 @@ def test_smoke_script_writes_and_reads_back_against_a_server(server) -> None:
         timeout=60,
     )
     assert down.returncode != 0
+
+
+def test_operator_peering_object_per_watched_namespace_and_its_name_in_the_config() -> None:
+    docs = render("everything.yaml")
+    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["kubernaut-system", "team-a"]
+    assert {p["metadata"]["name"] for p in peerings} == {FULLNAME}
+    config = one(docs, "ConfigMap", FULLNAME)["data"]
+    assert config["DATASTORAGE_OPERATOR_PEERING"] == FULLNAME
+    assert config["DATASTORAGE_OPERATOR_PEERING_LIFETIME"] == "60"
+    crd = yaml.safe_load((CHART / "crds" / "kopfpeerings.kopf.dev.yaml").read_text())
+    assert crd["spec"]["names"]["kind"] == "KopfPeering"
+    off = render(None, ("operator.peering.enabled=false",))
+    assert not [d for d in off if d["kind"] == "KopfPeering"]
+    assert "DATASTORAGE_OPERATOR_PEERING" not in one(off, "ConfigMap", FULLNAME)["data"]
+    assert all("kopf.dev" not in rule["apiGroups"] for rule in one(off, "Role")["rules"])
