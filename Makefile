@@ -77,6 +77,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 tools: $(TOOLS)/helm
+	@command -v promtool >/dev/null 2>&1 || { echo "installing: prometheus (for promtool)"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  $$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 $(TOOLS)/helm:
 	hack/get-helm-kubectl.sh $(TOOLS)

@@ -147,6 +147,12 @@ class Settings:
         _positive_int,
         "server processes sharing the port (SO_REUSEPORT); default: one per CPU",
     )
+    metrics_dir: str | None = setting(
+        None,
+        _text,
+        "directory where worker processes share metric files (its *.db files are wiped at "
+        "start; unset: a temporary directory)",
+    )
     db_pool_min: int = setting(5, _non_negative_int, "connections kept open")
     db_pool_max: int = setting(25, _positive_int, "connections at most")
     db_pool_timeout: float = setting(
@@ -212,6 +218,23 @@ class Settings:
     )
     operator_resync_interval: float = setting(
         600.0, _non_negative_float, "seconds between workflow resyncs"
+    )
+    operator_peering: str | None = setting(
+        None,
+        _text,
+        "name of the KopfPeering object the operator replicas share: one is active, the "
+        "others stand by (unset: every replica works on its own)",
+    )
+    operator_priority: int = setting(
+        0,
+        _non_negative_int,
+        "peering priority, the highest live one is active (0: a random one per process)",
+    )
+    operator_peering_lifetime: int = setting(
+        60,
+        _positive_int,
+        "seconds a replica's peering record stays valid: a dead active operator is replaced "
+        "after at most this",
     )
     operator_metrics_port: int = setting(8081, _port, "operator metrics port")
     operator_health_port: int = setting(8082, _port, "operator liveness port (/healthz)")

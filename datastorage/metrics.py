@@ -1,13 +1,34 @@
 """Every Prometheus metric of the service, in one place (SPEC §8).
 
 The API server exposes the audit, HTTP, pool and DLQ families; the operator exposes partition
-maintenance and reconcile metrics on its own port. With several server processes sharing a port
-each process reports its own values (Prometheus scrapes one pod's process at a time).
+maintenance and reconcile metrics on its own port.
+
+Whole-server values (SPEC §14): when `serve` runs several worker processes, the supervisor
+(`datastorage.server`) points prometheus_client's multiprocess mode at a shared directory
+before the workers start, so every metric below is backed by a per-process file there and
+`exposition()` merges the files of all workers, live and dead: counters and histograms are
+summed, a dead worker's counts stay in the sum, its live gauges are dropped. Each gauge says
+how its workers' values combine (`multiprocess_mode`); the mode is ignored in a single process.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import glob
+import os
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+# The variable prometheus_client reads at import time to switch to multiprocess mode.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Audit write path.
 AUDIT_TRACES = Counter(
@@ -56,9 +77,12 @@ POOL_CONNECTIONS = Gauge(
     "datastorage_db_pool_connections",
     "Connections of the pool, by state (idle|in_use).",
     ["state"],
+    multiprocess_mode="livesum",  # every worker has its own pool
 )
 POOL_WAITING = Gauge(
-    "datastorage_db_pool_waiting", "Requests waiting for a pool connection right now."
+    "datastorage_db_pool_waiting",
+    "Requests waiting for a pool connection right now.",
+    multiprocess_mode="livesum",
 )
 POOL_WAIT = Histogram(
     "datastorage_db_pool_wait_seconds",
@@ -70,9 +94,18 @@ POOL_TIMEOUTS = Counter(
 )
 
 # Dead-letter queue.
-DLQ_DEPTH = Gauge("datastorage_dlq_depth", "Records queued and not yet replayed.", ["stream"])
+# Every worker's drain observes the same queue: the latest observation is the current one.
+DLQ_DEPTH = Gauge(
+    "datastorage_dlq_depth",
+    "Records queued and not yet replayed.",
+    ["stream"],
+    multiprocess_mode="livemostrecent",
+)
 DLQ_OLDEST_AGE = Gauge(
-    "datastorage_dlq_oldest_age_seconds", "Age of the oldest queued record.", ["stream"]
+    "datastorage_dlq_oldest_age_seconds",
+    "Age of the oldest queued record.",
+    ["stream"],
+    multiprocess_mode="livemostrecent",
 )
 DLQ_BYTES = Gauge(
     "datastorage_dlq_bytes",
@@ -95,11 +128,17 @@ DLQ_DEAD_LETTERED = Counter(
 )
 
 # Partitions.
+# Set by the maintenance pass (the operator, or `dev`): one process, the latest pass wins.
 PARTITIONS = Gauge(
-    "datastorage_partitions", "Monthly partitions of audit_events, by state.", ["state"]
+    "datastorage_partitions",
+    "Monthly partitions of audit_events, by state.",
+    ["state"],
+    multiprocess_mode="livemostrecent",
 )
 PARTITION_MONTHS_AHEAD = Gauge(
-    "datastorage_partition_months_ahead", "Months after the current one that have a partition."
+    "datastorage_partition_months_ahead",
+    "Months after the current one that have a partition.",
+    multiprocess_mode="livemostrecent",
 )
 PARTITION_CREATED = Counter(
     "datastorage_partition_created_total",
@@ -109,6 +148,7 @@ PARTITION_CREATED = Counter(
 PARTITION_MAINTENANCE_LAST_SUCCESS = Gauge(
     "datastorage_partition_maintenance_last_success_timestamp_seconds",
     "Unix time of the last successful maintenance pass.",
+    multiprocess_mode="max",  # a timestamp: the latest success anywhere, even of a dead process
 )
 PARTITION_MAINTENANCE_FAILURES = Counter(
     "datastorage_partition_maintenance_failures_total", "Maintenance passes that failed."
@@ -120,3 +160,31 @@ WORKFLOW_RECONCILE = Counter(
     "RemediationWorkflow reconciliations, by result.",
     ["result"],
 )
+
+
+def multiprocess() -> bool:
+    """True when this process's metrics live in the shared directory (it is a worker)."""
+    return values.ValueClass is not values.MutexValue
+
+
+def exposition() -> bytes:
+    """The Prometheus text of `/metrics`: in multiprocess mode merged over the files of every
+    worker (the directory is the one that switched the mode on), else this process's registry."""
+    if not multiprocess():
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def wipe_directory(directory: str) -> None:
+    """Create `directory` and remove the metric files a previous run left there (an emptyDir
+    survives container restarts). Only prometheus_client's `*.db` files are removed."""
+    os.makedirs(directory, exist_ok=True)
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(path)
+
+
+def worker_died(pid: int, directory: str) -> None:
+    """Drop a dead worker's live gauges; its counters and histograms stay in the sums."""
+    mark_process_dead(pid, directory)

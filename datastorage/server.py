@@ -3,7 +3,9 @@
 SIGTERM/SIGINT: readiness turns 503 at once; after `shutdown_delay` the listener closes and
 in-flight requests get `shutdown_timeout` to finish; the lifespan then always stops the drain
 worker and closes the DLQ and the pool. With `workers > 1` the parent starts that many worker
-processes that bind the same port with SO_REUSEPORT and forwards signals to them.
+processes that bind the same port with SO_REUSEPORT, forwards signals to them, respawns a
+worker that dies, and gives them one prometheus_client multiprocess directory so `/metrics`
+reports the whole server whichever worker answers (see `datastorage.metrics`).
 """
 
 from __future__ import annotations
@@ -12,16 +14,21 @@ import asyncio
 import ctypes
 import gc
 import logging
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
 from datastorage.app import create_app
 from datastorage.config import Settings
+from datastorage.metrics import MULTIPROCESS_ENV, wipe_directory, worker_died
 
 try:
     import uvloop  # optional (comes with uvicorn[standard]): a faster event loop
@@ -131,22 +138,73 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+# A worker that dies sooner than this after its start counts as a start-up failure; after
+# MAX_QUICK_DEATHS of those in a row the supervisor gives up instead of respawning forever.
+QUICK_DEATH_SECONDS = 5.0
+MAX_QUICK_DEATHS = 5
+POLL_INTERVAL = 0.2
+
+
+def _metrics_directory(settings: Settings) -> tuple[str, bool]:
+    """The shared metrics directory (wiped) and whether this run created it (and removes it)."""
+    if settings.metrics_dir:
+        wipe_directory(settings.metrics_dir)
+        return settings.metrics_dir, False
+    return tempfile.mkdtemp(prefix="datastorage-metrics-"), True
+
+
 def _supervise(settings: Settings) -> int:
-    """Start `workers` processes sharing the port; forward SIGTERM/SIGINT; exit when all do."""
-    children = [
-        subprocess.Popen(
+    """Start `workers` processes sharing the port and a metrics directory; respawn a worker
+    that dies; forward SIGTERM/SIGINT; exit when all have stopped."""
+    directory, created = _metrics_directory(settings)
+    # Written before any worker starts: prometheus_client reads it when a worker imports it.
+    os.environ[MULTIPROCESS_ENV] = directory
+    os.environ["DATASTORAGE_METRICS_DIR"] = directory
+
+    def spawn() -> tuple[subprocess.Popen[bytes], float]:
+        child = subprocess.Popen(
             [sys.executable, "-m", "datastorage", *sys.argv[1:], "--worker-process"],
             preexec_fn=_die_with_parent,
         )
-        for _ in range(settings.workers)
-    ]
+        return child, time.monotonic()
+
+    children = [spawn() for _ in range(settings.workers)]
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
+        nonlocal stopping
+        stopping = True
+        for child, _ in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return max(codes, default=0)
+    quick_deaths = 0
+    code = 0
+    try:
+        while True:
+            for index, (child, started) in enumerate(children):
+                if stopping or child.poll() is None:
+                    continue
+                worker_died(child.pid, directory)
+                quick = time.monotonic() - started < QUICK_DEATH_SECONDS
+                quick_deaths = quick_deaths + 1 if quick else 0
+                if quick_deaths >= MAX_QUICK_DEATHS:
+                    log.error(
+                        "workers keep dying at start-up (last exit %s): stopping", child.returncode
+                    )
+                    code = child.returncode or 1
+                    forward(signal.SIGTERM, None)
+                    break
+                log.warning("worker %d exited (%s): starting another", child.pid, child.returncode)
+                children[index] = spawn()
+            if stopping and all(child.poll() is not None for child, _ in children):
+                break
+            time.sleep(POLL_INTERVAL)
+    finally:
+        for child, _ in children:
+            child.wait()
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+    return code or max(child.returncode or 0 for child, _ in children)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
 from datastorage.http.context import AppContext, json_response
+from datastorage.metrics import exposition
 
 CHECK_TIMEOUT = 2.0
 
@@ -68,4 +69,4 @@ async def health(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     ctx.runtime.db.update_metrics()
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -2,10 +2,12 @@
 
 One process runs three things on one event loop:
 
-- kopf, standalone (every pod runs its own operator; no peering objects are needed, the
-  handlers are idempotent), namespaced by default, with its liveness endpoint at
-  `http://0.0.0.0:<operator_health_port>/healthz`;
-- the partition maintenance loop (`maintenance.maintenance_loop`: first pass at start-up);
+- kopf, namespaced by default, with its liveness endpoint at
+  `http://0.0.0.0:<operator_health_port>/healthz`; with `DATASTORAGE_OPERATOR_PEERING` set the
+  replicas peer through that KopfPeering object and only one is active (`peering`), else each
+  runs standalone (the handlers are idempotent);
+- the partition maintenance loop (`maintenance.maintenance_loop`: first pass at start-up; with
+  peering only on the active replica);
 - Prometheus metrics on `operator_metrics_port` (partition maintenance and reconcile families).
 
 Namespaces: `--namespace` (repeatable) / `DATASTORAGE_OPERATOR_NAMESPACES`, else the pod's own
@@ -28,6 +30,7 @@ from prometheus_client import start_http_server
 from datastorage.config import Settings
 from datastorage.operator import handlers
 from datastorage.operator.maintenance import maintenance_loop
+from datastorage.operator.peering import PeeringView, own_identity, own_priority
 from datastorage.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -45,8 +48,9 @@ def own_namespace() -> str:
         return "default"
 
 
-def kopf_settings(*, namespaced: bool) -> kopf.OperatorSettings:
+def kopf_settings(*, namespaced: bool, peering_lifetime: int = 60) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    settings.peering.lifetime = peering_lifetime
     settings.persistence.finalizer = handlers.FINALIZER
     # Only the Events we post on purpose (kopf.warn), not one per handler log line.
     settings.posting.enabled = True
@@ -57,7 +61,7 @@ def kopf_settings(*, namespaced: bool) -> kopf.OperatorSettings:
     return settings
 
 
-def build_registry(settings: Settings) -> kopf.OperatorRegistry:
+def build_registry(settings: Settings, peering: PeeringView | None = None) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings)
 
@@ -84,7 +88,12 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         memo.locks = handlers.new_locks()
         memo.reconciler = handlers.WorkflowReconciler(runtime.catalog)
         memo.maintenance = asyncio.get_running_loop().create_task(
-            maintenance_loop(settings), name="partition maintenance"
+            maintenance_loop(
+                settings,
+                peering.active if peering is not None else None,
+                standby_check=max(1.0, settings.operator_peering_lifetime / 4),
+            ),
+            name="partition maintenance",
         )
 
     @kopf.on.cleanup(registry=registry)
@@ -106,6 +115,12 @@ def run_operator(
 ) -> int:
     settings.require_database_url()
     watched = [] if all_namespaces else list(namespaces) or [own_namespace()]
+    identity, priority = own_identity(), own_priority(settings)
+    peering = None
+    if settings.operator_peering:
+        peering = PeeringView(
+            settings.operator_peering, None if all_namespaces else watched[0], identity, priority
+        )
     start_http_server(settings.operator_metrics_port)
     log.info(
         "operator starting: %s; metrics on :%d, liveness on :%d/healthz",
@@ -113,11 +128,19 @@ def run_operator(
         settings.operator_metrics_port,
         settings.operator_health_port,
     )
+    if peering is not None:
+        log.info("peering through %s as %s with priority %d", peering.name, identity, priority)
     asyncio.run(
         kopf.operator(
-            registry=build_registry(settings),
-            settings=kopf_settings(namespaced=not all_namespaces),
-            standalone=True,
+            registry=build_registry(settings, peering),
+            settings=kopf_settings(
+                namespaced=not all_namespaces,
+                peering_lifetime=settings.operator_peering_lifetime,
+            ),
+            standalone=peering is None,
+            peering_name=settings.operator_peering or None,
+            priority=priority,
+            identity=identity,  # type: ignore[arg-type]  # kopf Identity is a str NewType
             clusterwide=all_namespaces,
             namespaces=watched,
             liveness_endpoint=f"http://0.0.0.0:{settings.operator_health_port}/healthz",

@@ -23,7 +23,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from datastorage.config import Settings
@@ -249,13 +249,23 @@ def run_pass_sync(settings: Settings, *, dry_run: bool) -> list[str]:
     return report.lines()
 
 
-async def maintenance_loop(settings: Settings) -> None:
+async def maintenance_loop(
+    settings: Settings,
+    active: Callable[[], Awaitable[bool]] | None = None,
+    standby_check: float | None = None,
+) -> None:
     """The operator's loop: a pass at start-up, then one every `partition_maintenance_interval`
     seconds (0: the start-up pass only). A failed pass is retried sooner (after at most
     `RETRY_AFTER_FAILURE` seconds), so a database that was down at start-up does not leave the
-    window unensured for a whole interval. Runs until cancelled."""
+    window unensured for a whole interval. With `active` (peering), a replica that is not the
+    active one skips its passes and asks again every `standby_check` seconds, so it takes over
+    soon after the active one dies. Runs until cancelled."""
     interval = settings.partition_maintenance_interval
     while True:
+        if active is not None and not await active():
+            log.debug("partition maintenance: standing by (another operator replica is active)")
+            await asyncio.sleep(min(interval, standby_check or interval) or RETRY_AFTER_FAILURE)
+            continue
         ok = False
         try:
             report = await run_pass(settings, dry_run=settings.partition_dry_run)

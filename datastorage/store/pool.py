@@ -125,7 +125,9 @@ class Database:
         finally:
             if not acquired:
                 self._waiting -= 1
-                POOL_WAITING.set(self._waiting)
+            # Fresh at every release, not only when this process answers a scrape: with
+            # several workers the scrape merges every worker's last values.
+            self.update_metrics()
 
     async def ping(self) -> None:
         async with self.connection() as conn:

@@ -30,6 +30,7 @@ VALUE_SETS: dict[str, str | None] = {
     "external-existing-secrets": "external-existing-secrets.yaml",
     "file-dlq": "file-dlq.yaml",
     "everything": "everything.yaml",
+    "observability": "observability.yaml",
 }
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
 RELEASE = "ds"

@@ -32,6 +32,7 @@ import jsonpatch
 import kmock
 
 WORKFLOWS = "kubernaut.ai/v1alpha1/remediationworkflows"
+PEERINGS_GROUP = "kopf.dev/v1"
 
 
 def _merge(base: Any, patch: Any) -> Any:
@@ -161,6 +162,18 @@ async def serve(port: int) -> None:
                 "deletecollection",
             },
         )
+        # kopf's peering objects (its CRD declares no status subresource: kopf patches the
+        # object's status directly).
+        for plural, kind, namespaced in (
+            ("kopfpeerings", "KopfPeering", True),
+            ("clusterkopfpeerings", "ClusterKopfPeering", False),
+        ):
+            k8s.resources[f"{PEERINGS_GROUP}/{plural}"] = kmock.ResourceInfo(
+                kind=kind,
+                singular=plural[:-1],
+                namespaced=namespaced,
+                verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+            )
         print(f"kmock {kmock.__version__} Kubernetes emulator on {srv.url}", flush=True)
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
