@@ -202,9 +202,7 @@ def _check_hash(value: bytes, what: str) -> None:
         raise ProofError(f"{what} is not a {HASH_SIZE}-byte hash")
 
 
-def root_from_inclusion_proof(
-    index: int, size: int, leaf: bytes, proof: Sequence[bytes]
-) -> bytes:
+def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
     """The root that `proof` leads to from `leaf` at `index` in a tree of `size` leaves."""
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} is outside a tree of size {size}")
