@@ -86,7 +86,7 @@ def test_leaf_is_computed_from_the_get_body_the_api_serves():
     assert '"created_at":"2026-03-01T09:00:00Z"' in canonical
     assert '"event_date":"2026-03-01"' in canonical
     assert '"é":"naïve ☃"' in canonical  # UTF-8, not \\u escapes
-    assert '"big":1152921504606846976' in canonical  # beyond 2**53: the nearest double
+    assert '"big":1152921504606847000' in canonical  # beyond 2**53: as ECMAScript writes it
 
 
 def test_any_change_to_a_returned_field_changes_the_leaf():
