@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from psycopg import AsyncConnection
 
 from datastorage.ledger import merkle
+from datastorage.ledger.background import StopWorker, repeat
 from datastorage.ledger.leaf import event_leaf_hash
 from datastorage.store import ledger as store
 
@@ -93,7 +94,7 @@ async def sequence_once(conn: AsyncConnection, batch_size: int) -> Round:
 
 class Sequencer:
     """Runs rounds until stopped: at once again while a full batch was taken, else every
-    `interval` seconds. Errors are logged and the round retried later."""
+    `interval` seconds."""
 
     def __init__(
         self,
@@ -115,19 +116,13 @@ class Sequencer:
             self.on_round(result)
         return result
 
+    async def _step(self) -> bool:
+        try:
+            result = await self.run_once()
+        except TreeCorrupted:
+            log.error("log: the tree's tables were altered; sequencing stopped", exc_info=True)
+            raise StopWorker from None
+        return result.appended + result.dropped >= self.batch_size
+
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            busy = False
-            try:
-                result = await self.run_once()
-                busy = result.appended + result.dropped >= self.batch_size
-            except TreeCorrupted:
-                log.error("log: the tree's tables were altered; sequencing stopped", exc_info=True)
-                return
-            except Exception:  # noqa: BLE001 — a database outage must not end the loop
-                log.warning("log: sequencing round failed; retrying", exc_info=True)
-            if not busy:
-                try:
-                    await asyncio.wait_for(stop.wait(), self.interval)
-                except TimeoutError:
-                    pass
+        await repeat(stop, self.interval, self._step, "sequencer")

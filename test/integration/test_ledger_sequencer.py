@@ -12,7 +12,6 @@ import sys
 import time
 import uuid
 
-import psycopg
 import pytest
 from ledger_helpers import (
     check_tree,
