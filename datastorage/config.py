@@ -89,6 +89,15 @@ def _dlq_url(raw: str) -> str:
     raise ValueError("must be redis://host:port/N or file:///path/to/spool")
 
 
+def _object_store_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme == "file" and parts.path.startswith("/") and not parts.netloc:
+        return raw
+    if parts.scheme == "s3" and parts.netloc:
+        return raw
+    raise ValueError("must be file:///absolute/dir or s3://bucket/prefix")
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -336,6 +345,62 @@ SETTINGS: tuple[Setting, ...] = (
         _text,
         "where `dev` keeps its database and spool",
     ),
+    Setting(
+        "log_signing_key_file",
+        "DATASTORAGE_LOG_SIGNING_KEY_FILE",
+        None,
+        _text,
+        "signed-note private key of the tamper-evident log (unset: the log is off)",
+    ),
+    Setting(
+        "log_origin",
+        "DATASTORAGE_LOG_ORIGIN",
+        None,
+        _text,
+        "origin line of the log's checkpoints (unset: the signing key's name)",
+    ),
+    Setting(
+        "log_checkpoint_interval",
+        "DATASTORAGE_LOG_CHECKPOINT_INTERVAL",
+        10.0,
+        _non_negative_float,
+        "seconds between signed checkpoints while the log grows",
+    ),
+    Setting(
+        "log_publish_url",
+        "DATASTORAGE_LOG_PUBLISH_URL",
+        None,
+        _object_store_url,
+        "where checkpoints are published: file:///DIR or s3://BUCKET/PREFIX (unset: nowhere)",
+    ),
+    Setting(
+        "s3_endpoint_url",
+        "DATASTORAGE_S3_ENDPOINT_URL",
+        None,
+        _text,
+        "endpoint of an S3-compatible store (unset: AWS)",
+    ),
+    Setting(
+        "log_sequence_batch",
+        "DATASTORAGE_LOG_SEQUENCE_BATCH",
+        5000,
+        _positive_int,
+        "events the sequencer makes leaves per transaction at most",
+    ),
+    Setting(
+        "log_sequence_interval",
+        "DATASTORAGE_LOG_SEQUENCE_INTERVAL",
+        0.5,
+        _non_negative_float,
+        "seconds the sequencer waits when nothing is pending",
+    ),
+    Setting(
+        "log_unsequenced_grace",
+        "DATASTORAGE_LOG_UNSEQUENCED_GRACE",
+        300.0,
+        _non_negative_float,
+        "seconds after its commit before verify reports an event that is no leaf",
+    ),
 )
 
 
@@ -380,6 +445,14 @@ class Settings:
     operator_health_port: int
     cors_allow_origins: tuple[str, ...]
     dev_data_dir: str
+    log_signing_key_file: str | None
+    log_origin: str | None
+    log_checkpoint_interval: float
+    log_publish_url: str | None
+    s3_endpoint_url: str | None
+    log_sequence_batch: int
+    log_sequence_interval: float
+    log_unsequenced_grace: float
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
