@@ -8,6 +8,9 @@ import json
 import uuid
 
 import orjson
+import rfc8785
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from datastorage.ledger.leaf import canonical_bytes, event_leaf_hash
 from datastorage.store.audit_events import COLUMNS, row_to_event
@@ -98,3 +101,30 @@ def test_any_change_to_a_returned_field_changes_the_leaf():
         assert event_leaf_hash(changed) != original, name
     assert event_leaf_hash({**event, "event_data": {"a": 2}}) != original
     assert event_leaf_hash(dict(reversed(list(event.items())))) == original
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(max_size=6), _JSON, max_size=6))
+def test_the_fast_path_writes_exactly_what_the_reference_canonicalizer_writes(value):
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+def test_keys_ordered_differently_by_utf16_and_code_points_take_the_reference_path():
+    value = {"\U0001f600": 1, "\ufb33": 2}  # UTF-16: surrogate 0xD83D sorts before 0xFB33
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+    assert canonical_bytes(value).index("\U0001f600".encode()) < canonical_bytes(value).index(
+        "\ufb33".encode()
+    )
