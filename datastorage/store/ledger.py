@@ -87,13 +87,22 @@ async def delete_pending(conn: AsyncConnection, seqs: Sequence[int]) -> None:
     await conn.execute("DELETE FROM log_pending WHERE seq = ANY(%s)", (list(seqs),))
 
 
-async def oldest_pending_age(conn: AsyncConnection) -> float:
-    """Seconds since the oldest pending event was queued (0 when none): the sequencing lag."""
+@dataclass(frozen=True)
+class LogStatus:
+    tree_size: int
+    sequencing_lag: float  # seconds since the oldest pending event was queued (0: none)
+    checkpoint_age: float | None  # seconds since the latest checkpoint was signed (None: none)
+
+
+async def log_status(conn: AsyncConnection) -> LogStatus:
+    """What the §12 gauges report, in one query."""
     cur = await conn.execute(
-        "SELECT coalesce(extract(epoch FROM now() - min(queued_at)), 0) FROM log_pending"
+        "SELECT (SELECT tree_size FROM log_tree),"
+        " coalesce(extract(epoch FROM now() - (SELECT min(queued_at) FROM log_pending)), 0),"
+        " extract(epoch FROM now() - (SELECT max(signed_at) FROM log_checkpoints))"
     )
-    (age,) = await cur.fetchone()
-    return max(0.0, float(age))
+    size, lag, age = await cur.fetchone()
+    return LogStatus(size, max(0.0, float(lag)), None if age is None else max(0.0, float(age)))
 
 
 async def events_by_key(

@@ -52,6 +52,13 @@ async def test_stored_events_become_leaves_with_verifying_proofs(log_db, db):
     async with connect() as conn:
         await store_events(conn, events[:10])
         await store_events(conn, events[10:])
+        await conn.execute(
+            "UPDATE log_pending SET queued_at = now() - interval '30 seconds' "
+            "WHERE seq = (SELECT min(seq) FROM log_pending)"
+        )
+        status = await store.log_status(conn)
+        assert (status.tree_size, status.checkpoint_age) == (0, None)
+        assert 30 <= status.sequencing_lag < 300
         first = await sequence_once(conn, batch_size=7)
         assert (first.appended, first.size) == (7, 7)
         while (await sequence_once(conn, batch_size=7)).appended:

@@ -57,6 +57,10 @@ async def test_checkpoints_are_signed_while_the_tree_grows_and_are_mutually_cons
         signed.append(parsed)
     assert [c.size for c in signed] == [1, 7, 16, 17, 48]
     async with connect() as conn:
+        status = await store.log_status(conn)
+    assert status.tree_size == 48 and status.sequencing_lag == 0
+    assert status.checkpoint_age is not None and status.checkpoint_age < 60
+    async with connect() as conn:
         for older, newer in zip(signed, signed[1:], strict=False):
             proof = await proofs.consistency(conn, older.size, newer.size)
             merkle.verify_consistency(older.size, newer.size, older.root, newer.root, proof)
