@@ -215,10 +215,9 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
             raise ProofError("inclusion proof is longer than the tree is deep")
         if fn & 1 or fn == sn:
             result = node_hash(element, result)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+            while fn and not fn & 1:  # fn == sn on a left edge: skip the levels without siblings
+                fn >>= 1
+                sn >>= 1
         else:
             result = node_hash(result, element)
         fn >>= 1
@@ -272,10 +271,9 @@ def verify_consistency(
         if fn & 1 or fn == sn:
             fr = node_hash(element, fr)
             sr = node_hash(element, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
         else:
             sr = node_hash(sr, element)
         fn >>= 1

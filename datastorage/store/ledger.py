@@ -231,16 +231,6 @@ async def latest_checkpoint(conn: AsyncConnection) -> StoredCheckpoint | None:
     return None if row is None else StoredCheckpoint(row[0], bytes(row[1]), row[2])
 
 
-async def checkpoints_since(conn: AsyncConnection, size: int) -> list[StoredCheckpoint]:
-    """Every checkpoint of a tree larger than `size`, smallest first."""
-    cur = await conn.execute(
-        "SELECT tree_size, root_hash, note FROM log_checkpoints WHERE tree_size > %s "
-        "ORDER BY tree_size",
-        (size,),
-    )
-    return [StoredCheckpoint(r[0], bytes(r[1]), r[2]) for r in await cur.fetchall()]
-
-
 async def unpublished_checkpoints(conn: AsyncConnection, limit: int) -> list[StoredCheckpoint]:
     cur = await conn.execute(
         "SELECT tree_size, root_hash, note FROM log_checkpoints WHERE published_at IS NULL "
