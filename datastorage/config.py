@@ -98,6 +98,15 @@ def _dlq_url(raw: str) -> str:
     raise ValueError("must be redis://host:port/N or file:///path/to/spool")
 
 
+def _object_store_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme == "file" and parts.path.startswith("/") and not parts.netloc:
+        return raw
+    if parts.scheme == "s3" and parts.netloc:
+        return raw
+    raise ValueError("must be file:///absolute/dir or s3://bucket/prefix")
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -242,6 +251,34 @@ class Settings:
         (), _comma_list, "comma-separated origins allowed cross-origin requests (empty: CORS off)"
     )
     dev_data_dir: str = setting(".datastorage", _text, "where `dev` keeps its database and spool")
+    log_signing_key_file: str | None = setting(
+        None, _text, "signed-note private key of the tamper-evident log (unset: the log is off)"
+    )
+    log_origin: str | None = setting(
+        None, _text, "origin line of the log's checkpoints (unset: the signing key's name)"
+    )
+    log_checkpoint_interval: float = setting(
+        10.0, _non_negative_float, "seconds between signed checkpoints while the log grows"
+    )
+    log_publish_url: str | None = setting(
+        None,
+        _object_store_url,
+        "where checkpoints are published: file:///DIR or s3://BUCKET/PREFIX (unset: nowhere)",
+    )
+    s3_endpoint_url: str | None = setting(
+        None, _text, "endpoint of an S3-compatible store (unset: AWS)"
+    )
+    log_sequence_batch: int = setting(
+        5000, _positive_int, "events the sequencer makes leaves per transaction at most"
+    )
+    log_sequence_interval: float = setting(
+        0.5, _non_negative_float, "seconds the sequencer waits when nothing is pending"
+    )
+    log_unsequenced_grace: float = setting(
+        300.0,
+        _non_negative_float,
+        "seconds after its commit before verify reports an event that is no leaf",
+    )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

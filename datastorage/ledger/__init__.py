@@ -1,0 +1,2 @@
+"""The tamper-evident log (SPEC §12): pure Merkle/note/checkpoint/leaf modules that a verifier can
+read alone, plus the sequencer, signer and publisher that run them against the store."""

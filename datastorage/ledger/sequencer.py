@@ -1,0 +1,128 @@
+"""The sequencer: turns committed events into leaves of the one Merkle tree, in commit order.
+
+Each round is one transaction. It takes a transaction-scoped advisory lock without waiting (so one
+sequencer runs at a time across every process and replica; the others simply skip the round),
+takes the oldest pending rows (only committed rows are visible, so late commits and DLQ replays
+become later leaves and nothing relies on id or timestamp order), reads those events in the GET
+shape, hashes their canonical bytes, appends the leaves and every new complete-subtree hash,
+updates the tree state and deletes the pending rows. A crash (even kill -9) mid-round rolls the
+whole round back: nothing is lost and nothing is half-appended.
+
+An event that is already a leaf (registered twice) or whose row is gone is dropped from pending
+without becoming a leaf; the verifier reports a row that never became a leaf as `unsequenced`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from psycopg import AsyncConnection
+
+from datastorage.ledger import merkle
+from datastorage.ledger.background import StopWorker, repeat
+from datastorage.ledger.leaf import event_leaf_hash
+from datastorage.store import ledger as store
+
+log = logging.getLogger(__name__)
+
+ConnectionSource = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+
+
+class TreeCorrupted(RuntimeError):
+    """The stored subtree hashes do not give the stored root: the tree tables were altered."""
+
+
+@dataclass(frozen=True)
+class Round:
+    appended: int  # new leaves
+    dropped: int  # pending rows that did not become leaves (already leaves, or row gone)
+    size: int  # tree size after the round (-1: another sequencer held the lock)
+
+
+async def frontier(conn: AsyncConnection, state: store.TreeState) -> list[bytes]:
+    """The stored hashes of `merkle.root_plan(state.size)`, checked against the stored root."""
+    plan = merkle.root_plan(state.size)
+    stored = await store.node_hashes(conn, plan)
+    missing = [node for node in plan if node not in stored]
+    if missing:
+        raise TreeCorrupted(f"subtree hashes {missing} of a tree of size {state.size} are missing")
+    hashes = [stored[node] for node in plan]
+    if merkle.fold(hashes) != state.root:
+        raise TreeCorrupted(f"stored subtrees do not give the stored root at size {state.size}")
+    return hashes
+
+
+async def sequence_once(conn: AsyncConnection, batch_size: int) -> Round:
+    """One round in its own transaction on `conn`."""
+    async with conn.transaction():
+        if not await store.try_lock(conn, store.SEQUENCER_LOCK):
+            return Round(0, 0, -1)
+        pending = await store.take_pending(conn, batch_size)
+        state = await store.tree_state(conn, for_update=True)
+        if not pending:
+            return Round(0, 0, state.size)
+        keys = list(dict.fromkeys((p.event_id, p.event_date) for p in pending))
+        already = await store.sequenced_event_ids(conn, [event_id for event_id, _ in keys])
+        events = await store.events_by_key(conn, keys)
+        leaves: list[store.NewLeaf] = []
+        for event_id, event_date in keys:
+            event = events.get((event_id, event_date))
+            if event_id in already or event is None:
+                log.warning(
+                    "log: pending event %s (%s) not appended: %s",
+                    event_id,
+                    event_date,
+                    "already a leaf" if event_id in already else "no stored row",
+                )
+                continue
+            already.add(event_id)
+            leaves.append(store.NewLeaf(event_id, event_date, event_leaf_hash(event)))
+        if leaves:
+            appended = merkle.append_leaves(
+                state.size, await frontier(conn, state), [leaf.leaf_hash for leaf in leaves]
+            )
+            new_state = store.TreeState(appended.size, appended.root)
+            await store.append(conn, state.size, leaves, appended.nodes, new_state)
+            state = new_state
+        await store.delete_pending(conn, [p.seq for p in pending])
+        return Round(len(leaves), len(pending) - len(leaves), state.size)
+
+
+class Sequencer:
+    """Runs rounds until stopped: at once again while a full batch was taken, else every
+    `interval` seconds."""
+
+    def __init__(
+        self,
+        connect: ConnectionSource,
+        *,
+        batch_size: int = 5000,
+        interval: float = 0.5,
+        on_round: Callable[[Round], None] | None = None,
+    ) -> None:
+        self.connect = connect
+        self.batch_size = batch_size
+        self.interval = interval
+        self.on_round = on_round
+
+    async def run_once(self) -> Round:
+        async with self.connect() as conn:
+            result = await sequence_once(conn, self.batch_size)
+        if self.on_round:
+            self.on_round(result)
+        return result
+
+    async def _step(self) -> bool:
+        try:
+            result = await self.run_once()
+        except TreeCorrupted:
+            log.error("log: the tree's tables were altered; sequencing stopped", exc_info=True)
+            raise StopWorker from None
+        return result.appended + result.dropped >= self.batch_size
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await repeat(stop, self.interval, self._step, "sequencer")

@@ -1,0 +1,247 @@
+"""SQL of the tamper-evident log: pending events, leaves, stored subtree hashes, the tree state,
+checkpoints and the signer's last signed state (tables of migration 005).
+
+The Merkle rules live in `ledger/merkle.py`; this module only stores and fetches what it names.
+Every function runs inside the caller's transaction: the sequencer and the signer hold an advisory
+transaction lock (`try_lock`) so that one of each runs at a time across processes and replicas.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
+
+from datastorage.store.audit_events import row_to_event
+
+SEQUENCER_LOCK = 0x64617461_0012  # arbitrary constants shared by every process
+SIGNER_LOCK = 0x64617461_0013
+PUBLISHER_LOCK = 0x64617461_0014
+
+Node = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Pending:
+    seq: int
+    event_id: str
+    event_date: dt.date
+
+
+@dataclass(frozen=True)
+class NewLeaf:
+    event_id: str
+    event_date: dt.date
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True)
+class TreeState:
+    size: int
+    root: bytes
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+
+
+async def register_pending(conn: AsyncConnection, events: Iterable[Mapping[str, Any]]) -> None:
+    """Queue stored events for sequencing; call in the transaction that inserts them."""
+    ids, dates = [], []
+    for event in events:
+        ids.append(event["event_id"])
+        dates.append(event["event_date"])
+    if ids:
+        await conn.execute(
+            "INSERT INTO log_pending (event_id, event_date) "
+            "SELECT * FROM unnest(%s::uuid[], %s::date[])",
+            (ids, dates),
+        )
+
+
+async def try_lock(conn: AsyncConnection, key: int) -> bool:
+    """Take a transaction-scoped advisory lock without waiting (released at commit/rollback)."""
+    cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (key,))
+    (taken,) = await cur.fetchone()
+    return bool(taken)
+
+
+async def take_pending(conn: AsyncConnection, limit: int) -> list[Pending]:
+    """The oldest committed pending rows (the caller deletes them in the same transaction)."""
+    cur = await conn.execute(
+        "SELECT seq, event_id::text, event_date FROM log_pending ORDER BY seq LIMIT %s", (limit,)
+    )
+    return [Pending(*row) for row in await cur.fetchall()]
+
+
+async def delete_pending(conn: AsyncConnection, seqs: Sequence[int]) -> None:
+    await conn.execute("DELETE FROM log_pending WHERE seq = ANY(%s)", (list(seqs),))
+
+
+@dataclass(frozen=True)
+class LogStatus:
+    tree_size: int
+    sequencing_lag: float  # seconds since the oldest pending event was queued (0: none)
+    checkpoint_age: float | None  # seconds since the latest checkpoint was signed (None: none)
+
+
+async def log_status(conn: AsyncConnection) -> LogStatus:
+    """What the §12 gauges report, in one query."""
+    cur = await conn.execute(
+        "SELECT (SELECT tree_size FROM log_tree),"
+        " coalesce(extract(epoch FROM now() - (SELECT min(queued_at) FROM log_pending)), 0),"
+        " extract(epoch FROM now() - (SELECT max(signed_at) FROM log_checkpoints))"
+    )
+    size, lag, age = await cur.fetchone()
+    return LogStatus(size, max(0.0, float(lag)), None if age is None else max(0.0, float(age)))
+
+
+async def events_by_key(
+    conn: AsyncConnection, keys: Sequence[tuple[str, dt.date]]
+) -> dict[tuple[str, dt.date], dict[str, Any]]:
+    """The stored events with these (event_id, event_date), in the shape GET returns."""
+    if not keys:
+        return {}
+    cur = conn.cursor(row_factory=dict_row)
+    # Read jsonb as the API's pool does (orjson), so a leaf is computed from what GET returns.
+    set_json_loads(orjson.loads, cur)
+    # Two arrays rather than a join with unnest(): the event_id index answers them, the dates
+    # prune partitions, and no plan can turn into a scan of whole months.
+    await cur.execute(
+        "SELECT * FROM audit_events WHERE event_id = ANY(%s::uuid[]) AND event_date = ANY(%s::date[])",
+        ([k[0] for k in keys], sorted({k[1] for k in keys})),
+    )
+    wanted = set(keys)
+    found = ((str(r["event_id"]), r["event_date"], r) for r in await cur.fetchall())
+    return {(i, d): row_to_event(r) for i, d, r in found if (i, d) in wanted}
+
+
+async def sequenced_event_ids(conn: AsyncConnection, event_ids: Sequence[str]) -> set[str]:
+    cur = await conn.execute(
+        "SELECT event_id::text FROM log_leaves WHERE event_id = ANY(%s::uuid[])",
+        (list(event_ids),),
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def tree_state(conn: AsyncConnection, *, for_update: bool = False) -> TreeState:
+    lock = " FOR UPDATE" if for_update else ""
+    cur = await conn.execute(f"SELECT tree_size, root_hash FROM log_tree{lock}")
+    size, root = await cur.fetchone()
+    return TreeState(size, bytes(root))
+
+
+async def node_hashes(conn: AsyncConnection, nodes: Iterable[Node]) -> dict[Node, bytes]:
+    """Hashes of these complete subtrees in one query (level 0 from the leaves); a node that is
+    not stored is absent from the result."""
+    levels, indexes = [], []
+    for level, index in set(nodes):
+        levels.append(level)
+        indexes.append(index)
+    if not levels:
+        return {}
+    cur = await conn.execute(
+        "SELECT k.level, k.node_index, coalesce(l.leaf_hash, n.hash) "
+        "FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, node_index) "
+        "LEFT JOIN log_leaves l ON k.level = 0 AND l.leaf_index = k.node_index "
+        "LEFT JOIN log_nodes n ON n.level = k.level AND n.node_index = k.node_index",
+        (levels, indexes),
+    )
+    return {(level, index): bytes(h) for level, index, h in await cur.fetchall() if h is not None}
+
+
+async def append(
+    conn: AsyncConnection,
+    first_index: int,
+    leaves: Sequence[NewLeaf],
+    nodes: Sequence[tuple[int, int, bytes]],
+    new_state: TreeState,
+) -> None:
+    """Store leaves [first_index, first_index + len(leaves)), their new subtree hashes and the
+    new tree state."""
+    async with conn.cursor().copy(
+        "COPY log_leaves (leaf_index, event_id, event_date, leaf_hash) FROM STDIN"
+    ) as copy:
+        for offset, leaf in enumerate(leaves):
+            await copy.write_row(
+                (first_index + offset, leaf.event_id, leaf.event_date, leaf.leaf_hash)
+            )
+    if nodes:
+        async with conn.cursor().copy(
+            "COPY log_nodes (level, node_index, hash) FROM STDIN"
+        ) as copy:
+            for node in nodes:
+                await copy.write_row(node)
+    await conn.execute(
+        "UPDATE log_tree SET tree_size = %s, root_hash = %s, updated_at = now()",
+        (new_state.size, new_state.root),
+    )
+
+
+async def leaf_of_event(conn: AsyncConnection, event_id: str) -> tuple[int, bytes] | None:
+    """(leaf index, leaf hash) of an event, or None when it is not a leaf."""
+    cur = await conn.execute(
+        "SELECT leaf_index, leaf_hash FROM log_leaves WHERE event_id = %s", (event_id,)
+    )
+    row = await cur.fetchone()
+    return None if row is None else (row[0], bytes(row[1]))
+
+
+# ---- checkpoints and the signer's state -------------------------------------------------------
+
+
+async def signer_state(conn: AsyncConnection, origin: str) -> TreeState | None:
+    cur = await conn.execute(
+        "SELECT tree_size, root_hash FROM log_signer_state WHERE origin = %s", (origin,)
+    )
+    row = await cur.fetchone()
+    return None if row is None else TreeState(row[0], bytes(row[1]))
+
+
+async def record_checkpoint(
+    conn: AsyncConnection, origin: str, state: TreeState, signed_note: str
+) -> None:
+    """Store a signed checkpoint and make it the signer's last signed state."""
+    await conn.execute(
+        "INSERT INTO log_checkpoints (tree_size, root_hash, note) VALUES (%s, %s, %s)",
+        (state.size, state.root, signed_note),
+    )
+    await conn.execute(
+        "INSERT INTO log_signer_state (origin, tree_size, root_hash) VALUES (%s, %s, %s) "
+        "ON CONFLICT (origin) DO UPDATE SET tree_size = EXCLUDED.tree_size, "
+        "root_hash = EXCLUDED.root_hash, signed_at = now()",
+        (origin, state.size, state.root),
+    )
+
+
+async def latest_checkpoint(conn: AsyncConnection) -> StoredCheckpoint | None:
+    cur = await conn.execute(
+        "SELECT tree_size, root_hash, note FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1"
+    )
+    row = await cur.fetchone()
+    return None if row is None else StoredCheckpoint(row[0], bytes(row[1]), row[2])
+
+
+async def unpublished_checkpoints(conn: AsyncConnection, limit: int) -> list[StoredCheckpoint]:
+    cur = await conn.execute(
+        "SELECT tree_size, root_hash, note FROM log_checkpoints WHERE published_at IS NULL "
+        "ORDER BY tree_size LIMIT %s",
+        (limit,),
+    )
+    return [StoredCheckpoint(r[0], bytes(r[1]), r[2]) for r in await cur.fetchall()]
+
+
+async def mark_published(conn: AsyncConnection, sizes: Sequence[int]) -> None:
+    await conn.execute(
+        "UPDATE log_checkpoints SET published_at = now() WHERE tree_size = ANY(%s)",
+        (list(sizes),),
+    )

@@ -1,0 +1,73 @@
+"""Shared pieces of the tamper-evident log tests: events stored the way the write path will store
+them (insert and register_pending in one transaction), and a full check of the stored tree."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from support import make_event
+
+from datastorage.domain.events import TimeBounds, normalize_event
+from datastorage.ledger import merkle
+from datastorage.ledger.leaf import event_leaf_hash
+from datastorage.store import audit_events
+from datastorage.store import ledger as store
+
+BOUNDS = TimeBounds(dt.timedelta(days=7), dt.timedelta(minutes=5))
+LOG_TABLES = "log_pending, log_leaves, log_nodes, log_checkpoints, log_signer_state"
+
+
+def connection_source(url: str):
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[psycopg.AsyncConnection]:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    return connect
+
+
+def new_events(count: int, **overrides) -> list[dict]:
+    now = dt.datetime.now(dt.UTC)
+    return [normalize_event(make_event(**overrides), BOUNDS, now) for _ in range(count)]
+
+
+async def store_events(conn: psycopg.AsyncConnection, events: list[dict]) -> None:
+    """Insert a batch and queue it for sequencing, atomically."""
+    async with conn.transaction():
+        await audit_events.insert_batch(conn, events, client_ids=(), lock_timeout=2)
+        await store.register_pending(conn, events)
+
+
+def reset_log(db: psycopg.Connection) -> None:
+    db.execute(f"TRUNCATE {LOG_TABLES}")
+    db.execute("UPDATE log_tree SET tree_size = 0, root_hash = sha256(''::bytea)")
+
+
+async def check_tree(url: str) -> tuple[int, bytes]:
+    """Assert the stored tree is whole: leaf indexes 0..n-1, every leaf hash recomputed from its
+    row, every stored subtree and the stored root equal to a rebuild from the leaves."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT leaf_index, event_id::text, event_date, leaf_hash FROM log_leaves "
+            "ORDER BY leaf_index"
+        )
+        leaves = await cur.fetchall()
+        assert [row[0] for row in leaves] == list(range(len(leaves)))
+        events = await store.events_by_key(conn, [(row[1], row[2]) for row in leaves])
+        for _, event_id, event_date, leaf_hash in leaves:
+            assert event_leaf_hash(events[(event_id, event_date)]) == bytes(leaf_hash), event_id
+        hashes = [bytes(row[3]) for row in leaves]
+        rebuilt = merkle.append_leaves(0, [], hashes)
+        cur = await conn.execute("SELECT level, node_index, hash FROM log_nodes")
+        stored_nodes = {(level, index): bytes(h) for level, index, h in await cur.fetchall()}
+        assert stored_nodes == {(level, index): h for level, index, h in rebuilt.nodes}
+        state = await store.tree_state(conn)
+        assert state.size == len(leaves)
+        assert state.root == merkle.root_from_leaves(hashes)
+        return state.size, state.root

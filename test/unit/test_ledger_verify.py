@@ -1,0 +1,121 @@
+"""The verifier's rules on in-memory trees: each kind of tampering is named with its event."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from datastorage.ledger import checkpoint, merkle, note
+from datastorage.ledger.leaf import event_leaf_hash
+from datastorage.ledger.verify import TreeAudit, stored_checkpoint_roots, summary, unsequenced
+
+ORIGIN = "audit.example.com/verify"
+
+
+def _events(count: int) -> list[dict]:
+    return [
+        {"event_id": str(uuid.UUID(int=i + 1)), "event_data": {"n": i}, "event_date": "2026-03-01"}
+        for i in range(count)
+    ]
+
+
+EVENTS = _events(10)
+HASHES = [event_leaf_hash(e) for e in EVENTS]
+TREE = merkle.append_leaves(0, [], HASHES)
+PAIRS = {index: value for level, index, value in TREE.nodes if level == 1}
+
+
+def _audit(leaves, rows, size=10, root=TREE.root, other_roots=None, retired=()):
+    audit = TreeAudit(size, root, other_roots)
+    for index, event_id, stored_hash in leaves:
+        audit.leaf(
+            index,
+            event_id,
+            stored_hash,
+            rows.get(event_id),
+            retired=event_id in retired,
+            stored_pair_hash=PAIRS.get(index // 2),
+        )
+    return [(f.kind, f.event_id, f.leaf_index) for f in audit.finish()]
+
+
+def _leaves():
+    return [(i, e["event_id"], HASHES[i]) for i, e in enumerate(EVENTS)]
+
+
+ROWS = {e["event_id"]: e for e in EVENTS}
+
+
+def test_an_untouched_log_is_clean():
+    assert _audit(_leaves(), ROWS) == []
+    assert summary([], 10) == ("OK: 10 leaves checked; findings: none", 0)
+
+
+def test_an_edited_row_is_named():
+    rows = {**ROWS, EVENTS[3]["event_id"]: {**EVENTS[3], "event_data": {"n": 99}}}
+    assert _audit(_leaves(), rows) == [("edited", EVENTS[3]["event_id"], 3)]
+
+
+def test_a_deleted_row_is_missing_unless_its_month_was_retired():
+    rows = {k: v for k, v in ROWS.items() if k != EVENTS[5]["event_id"]}
+    assert _audit(_leaves(), rows) == [("missing", EVENTS[5]["event_id"], 5)]
+    findings = _audit(_leaves(), rows, retired={EVENTS[5]["event_id"]})
+    assert findings == [("retired", EVENTS[5]["event_id"], 5)]
+
+
+def test_retired_is_reported_but_not_a_failure():
+    from datastorage.ledger.verify import Finding
+
+    line, code = summary([Finding("retired", "x", 1)], 10)
+    assert code == 0 and "retired=1" in line
+
+
+def test_swapped_leaves_break_the_root_and_are_named_by_their_subtrees():
+    leaves = _leaves()
+    leaves[2], leaves[7] = (2, *leaves[7][1:]), (7, *leaves[2][1:])
+    findings = _audit(leaves, ROWS)
+    named = {event_id for kind, event_id, _ in findings if kind == "root-mismatch" and event_id}
+    assert {EVENTS[2]["event_id"], EVENTS[7]["event_id"]} <= named
+    assert ("root-mismatch", None, None) in findings
+    assert not [f for f in findings if f[0] == "edited"]
+
+
+def test_a_leaf_hash_rewritten_to_match_an_edited_row_breaks_the_root():
+    edited = {**EVENTS[4], "event_data": {"n": -1}}
+    leaves = _leaves()
+    leaves[4] = (4, edited["event_id"], event_leaf_hash(edited))
+    findings = _audit(leaves, {**ROWS, edited["event_id"]: edited})
+    assert ("root-mismatch", EVENTS[4]["event_id"], 4) in findings
+    assert ("root-mismatch", None, None) in findings
+
+
+def test_a_truncated_tail_is_reported():
+    assert _audit(_leaves()[:7], ROWS) == [("truncated", None, 7)]
+
+
+def test_leaves_beyond_the_checkpoint_are_not_judged():
+    smaller = merkle.root_from_leaves(HASHES[:6])
+    assert _audit(_leaves(), ROWS, size=6, root=smaller) == []
+
+
+def test_rows_that_are_no_leaf_are_unsequenced_after_the_grace_period():
+    now = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+    rows = [("old", now - dt.timedelta(minutes=10)), ("new", now - dt.timedelta(seconds=5))]
+    findings = unsequenced(rows, now, dt.timedelta(minutes=5))
+    assert [(f.kind, f.event_id) for f in findings] == [("unsequenced", "old")]
+    assert findings[0].line() == "unsequenced event_id=old leaf_index=-"
+
+
+def test_a_replaced_stored_checkpoint_is_reported():
+    key = note.generate_signer(ORIGIN)
+    good = note.sign(
+        checkpoint.Checkpoint(ORIGIN, 4, merkle.root_from_leaves(HASHES[:4])).text(), key
+    )
+    lie = checkpoint.Checkpoint(ORIGIN, 6, merkle.root_from_leaves(HASHES[:5] + HASHES[:1])).text()
+    stored = [(4, good.decode()), (6, note.sign(lie, key).decode())]
+    roots, findings = stored_checkpoint_roots(stored, key.verifier, ORIGIN)
+    assert findings == []
+    assert [f[0] for f in _audit(_leaves(), ROWS, other_roots=roots)] == ["root-mismatch"]
+    forged = note.sign(lie, note.generate_signer(ORIGIN)).decode()  # another key, same name
+    roots, findings = stored_checkpoint_roots([(6, forged)], key.verifier, ORIGIN)
+    assert roots == {} and [f.kind for f in findings] == ["root-mismatch"]
