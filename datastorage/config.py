@@ -336,6 +336,77 @@ SETTINGS: tuple[Setting, ...] = (
         _text,
         "where `dev` keeps its database and spool",
     ),
+    # Authentication, authorization, per-caller limits (SPEC §11).
+    Setting(
+        "auth",
+        "DATASTORAGE_AUTH",
+        "none",
+        _choice("none", "kubernetes"),
+        "none|kubernetes: TokenReview + SubjectAccessReview on every request but probes",
+    ),
+    Setting(
+        "kubeconfig",
+        "KUBECONFIG",
+        None,
+        _text,
+        "kubeconfig for the Kubernetes API (unset: the in-cluster service account)",
+    ),
+    Setting(
+        "auth_audiences",
+        "DATASTORAGE_AUTH_AUDIENCES",
+        (),
+        _comma_list,
+        "comma-separated audiences a token must carry one of (empty: none asked)",
+    ),
+    Setting(
+        "auth_namespace",
+        "DATASTORAGE_AUTH_NAMESPACE",
+        None,
+        _text,
+        "namespace of the access reviews (unset: the pod's own)",
+    ),
+    Setting(
+        "auth_token_ttl",
+        "DATASTORAGE_AUTH_TOKEN_TTL",
+        120.0,
+        _non_negative_float,
+        "seconds a token review is cached (never beyond the token's exp)",
+    ),
+    Setting(
+        "auth_allowed_ttl",
+        "DATASTORAGE_AUTH_ALLOWED_TTL",
+        300.0,
+        _non_negative_float,
+        "seconds an allowed access review is cached",
+    ),
+    Setting(
+        "auth_denied_ttl",
+        "DATASTORAGE_AUTH_DENIED_TTL",
+        30.0,
+        _non_negative_float,
+        "seconds a denied access review (or a rejected token) is cached",
+    ),
+    Setting(
+        "auth_review_timeout",
+        "DATASTORAGE_AUTH_REVIEW_TIMEOUT",
+        5.0,
+        _non_negative_float,
+        "seconds a review call to the Kubernetes API may take",
+    ),
+    Setting(
+        "rate_limit_events",
+        "DATASTORAGE_RATE_LIMIT_EVENTS",
+        0.0,
+        _non_negative_float,
+        "events per second each caller may write (0: no limit)",
+    ),
+    Setting(
+        "rate_limit_burst",
+        "DATASTORAGE_RATE_LIMIT_BURST",
+        0,
+        _non_negative_int,
+        "events a caller may write at once (0: one second's worth)",
+    ),
 )
 
 
@@ -380,6 +451,16 @@ class Settings:
     operator_health_port: int
     cors_allow_origins: tuple[str, ...]
     dev_data_dir: str
+    auth: str
+    kubeconfig: str | None
+    auth_audiences: tuple[str, ...]
+    auth_namespace: str | None
+    auth_token_ttl: float
+    auth_allowed_ttl: float
+    auth_denied_ttl: float
+    auth_review_timeout: float
+    rate_limit_events: float
+    rate_limit_burst: int
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

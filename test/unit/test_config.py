@@ -35,6 +35,8 @@ def test_every_setting_is_read_from_its_environment_variable():
             raw = "console"
         elif setting.field == "server":
             raw = "uvicorn"
+        elif setting.field == "auth":
+            raw = "kubernetes"
         elif isinstance(default, bool):
             raw = "true"
         elif isinstance(default, int):
