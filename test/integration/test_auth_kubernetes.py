@@ -299,7 +299,9 @@ def test_tokens_are_reviewed_again_after_the_token_ttl_or_their_own_exp(standin)
 def test_a_failed_review_is_not_cached_and_is_retried_on_the_next_request(standin):
     async def scenario(client, handled):
         standin.fail_status = 500
-        failed = await client.post("/api/v1/audit/events", json=EVENT, headers=bearer("writer-token"))
+        failed = await client.post(
+            "/api/v1/audit/events", json=EVENT, headers=bearer("writer-token")
+        )
         standin.fail_status = None
         retried = await client.post(
             "/api/v1/audit/events", json=EVENT, headers=bearer("writer-token")
