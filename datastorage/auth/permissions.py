@@ -108,12 +108,19 @@ class UnmappedRoute(LookupError):
     """A served route has no entry in the table: a programming error, refused (fail closed)."""
 
 
+_RESOLVED: dict[tuple[str, str], Permission] = {}  # (method, template as served) -> permission
+
+
 def permission_for(method: str, template: str) -> Permission:
     """The permission a request needs; HEAD needs what GET needs."""
-    method = "GET" if method == "HEAD" else method
-    permission = _BY_TEMPLATE.get((method, normalize_template(template)))
+    permission = _RESOLVED.get((method, template))
+    if permission is not None:
+        return permission
+    wanted = "GET" if method == "HEAD" else method
+    permission = _BY_TEMPLATE.get((wanted, normalize_template(template)))
     if permission is None:
         raise UnmappedRoute(f"{method} {template}")
+    _RESOLVED[(method, template)] = permission  # served templates are few: bounded
     return permission
 
 

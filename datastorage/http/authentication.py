@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datastorage.auth.authenticator import (
@@ -47,6 +47,7 @@ from datastorage.metrics import AUTH_REQUESTS, RATE_LIMITED
 log = logging.getLogger("datastorage.auth")
 
 IDENTITY_KEY = "identity"
+_UNKNOWN = object()
 _METER_KEY = "rate_meter"
 
 
@@ -90,31 +91,39 @@ class Authentication:
         self._routes = routes
         self.limiter = limiter
         self.retry_after = retry_after
-        self._static: dict[tuple[str, str], str | None] = {}  # parameterless routes, memoised
+        self._matchers: list[tuple[Any, frozenset[str], str]] | None = None
+        self._memo: dict[tuple[str, str], str] = {}  # (method, path) of parameterless routes
         self._results = {
             result: AUTH_REQUESTS.labels(result)
             for result in ("allowed", "denied", "unauthenticated", "error")
         }
 
-    @property
-    def routes(self) -> Sequence[BaseRoute]:
-        if self._routes is None:
+    def _compile(self) -> list[tuple[Any, frozenset[str], str]]:
+        """(path regex, methods, template) per route, in the router's order."""
+        routes = self._routes
+        if routes is None:
             from datastorage.app import ROUTES  # the served routes; imported late (no cycle)
 
-            self._routes = ROUTES
-        return self._routes
+            routes = ROUTES
+        return [
+            (route.path_regex, frozenset(route.methods or ()), route.path_format)
+            for route in routes
+            if isinstance(route, Route)
+        ]
 
     def route_template(self, scope: Scope) -> str | None:
-        """The path template of the route Starlette will dispatch this request to, if any."""
-        key = (scope["method"], scope["path"])
-        if key in self._static:
-            return self._static[key]
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                template: str = getattr(route, "path_format", "")
-                if not getattr(route, "param_convertors", None):
-                    self._static[key] = template
+        """The path template of the route Starlette will dispatch this request to: the first
+        route whose path and method both match (a path-only match is Starlette's 405)."""
+        method, path = scope["method"], scope["path"]
+        known = self._memo.get((method, path), _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known
+        if self._matchers is None:
+            self._matchers = self._compile()
+        for regex, methods, template in self._matchers:
+            if (not methods or method in methods) and regex.match(path):
+                if "{" not in template:  # parameterless: the path alone decides, memoise
+                    self._memo[(method, path)] = template
                 return template
         return None
 
