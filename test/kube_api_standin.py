@@ -77,6 +77,9 @@ class KubeApiStandin:
         self.token_audiences: list[list[str]] = []
         self.fail_status: int | None = None
         self.delay = 0.0
+        # False: answer like an authenticator that ignores spec.audiences (the token's own
+        # audiences come back), so the caller's own audience check is what is left.
+        self.honour_audiences = True
         self.port = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -165,7 +168,7 @@ class KubeApiStandin:
         user = self.tokens.get(spec.get("token", ""))
         if user is None:
             return {"authenticated": False, "error": "invalid bearer token"}
-        asked = spec.get("audiences") or []
+        asked = (spec.get("audiences") or []) if self.honour_audiences else []
         audiences = [a for a in asked if a in user.audiences] if asked else list(user.audiences)
         if not audiences:
             return {"authenticated": False, "error": "token audiences are invalid"}

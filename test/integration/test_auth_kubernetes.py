@@ -107,6 +107,17 @@ def test_missing_unknown_and_wrong_audience_tokens_get_401_with_www_authenticate
     assert standin.token_audiences == [[AUDIENCE], [AUDIENCE]]  # no token: no review at all
 
 
+def test_a_token_for_other_audiences_is_refused_even_if_the_api_server_accepts_it(standin):
+    standin.honour_audiences = False
+
+    async def scenario(client, handled):
+        return await client.get("/api/v1/audit/events", headers=bearer("elsewhere-token"))
+
+    response = run(standin, scenario)
+    assert response.status_code == 401
+    assert standin.token_reviews == 1
+
+
 def test_a_user_without_rbac_gets_403_naming_verb_and_resource(standin):
     async def scenario(client, handled):
         return await client.post("/api/v1/audit/events", json=EVENT, headers=bearer("nobody-token"))
