@@ -150,41 +150,45 @@ class Authentication:
             if template is not None:
                 decision = await self.authenticator.authorize(identity, scope["method"], template)
                 permission = decision.permission
-        except Unauthenticated as exc:
-            self._results["unauthenticated"].inc()
-            log.debug("401 on %s %s: %s", scope["method"], scope["path"], exc)
-            raise _problem(
+        except (Unauthenticated, Forbidden, AuthUnavailable) as exc:
+            raise self._refusal(exc, scope) from None
+        self._results["allowed"].inc()
+        scope.setdefault("state", {})[IDENTITY_KEY] = identity
+        return identity, permission
+
+    def _refusal(self, exc: Exception, scope: Scope) -> Problem:
+        """The problem answering a failed check; counted and logged (never with the token)."""
+        if isinstance(exc, Unauthenticated):
+            result, level = "unauthenticated", logging.DEBUG
+            problem = _problem(
                 401,
                 "unauthenticated",
                 "Authentication required",
                 f"{exc}: send Authorization: Bearer <a Kubernetes token>",
                 headers={"WWW-Authenticate": "Bearer"},
-            ) from None
-        except Forbidden as exc:
-            self._results["denied"].inc()
-            log.info("403 on %s %s: %s", scope["method"], scope["path"], exc)
-            target = exc.permission
-            raise _problem(
+            )
+        elif isinstance(exc, Forbidden):
+            result, level, target = "denied", logging.INFO, exc.permission
+            problem = _problem(
                 403,
                 "forbidden",
                 "Permission denied",
                 str(exc),
                 verb=target.verb if target else None,
                 resource=(target.resource or target.non_resource_path) if target else None,
-            ) from None
-        except AuthUnavailable as exc:
-            self._results["error"].inc()
-            log.warning("503 on %s %s: cannot review: %s", scope["method"], scope["path"], exc)
-            raise _problem(
+            )
+        else:
+            result, level = "error", logging.WARNING
+            problem = _problem(
                 503,
                 "service-unavailable",
                 "Service temporarily unavailable",
                 "the Kubernetes API cannot review this request right now; retry later",
                 headers={"Retry-After": str(self.retry_after)},
-            ) from None
-        self._results["allowed"].inc()
-        scope.setdefault("state", {})[IDENTITY_KEY] = identity
-        return identity, permission
+            )
+        self._results[result].inc()
+        log.log(level, "%d on %s %s: %s", problem.status, scope["method"], scope["path"], exc)
+        return problem
 
     def _meter(self, scope: Scope, identity: Identity, permission: Permission) -> None:
         if permission.metering is Metering.REQUEST:
