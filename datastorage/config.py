@@ -129,10 +129,12 @@ class Setting:
 ENV_PREFIX = "DATASTORAGE_"
 
 
-def setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
+def setting(default: Any, parse: Callable[[str], Any], help: str, *, env: str | None = None) -> Any:
     """Declare a `Settings` field: its default, the parser of its raw text, one line of help.
-    Its environment variable is `DATASTORAGE_<FIELD NAME IN CAPITALS>`."""
-    return dataclasses.field(default=default, metadata={"parse": parse, "help": help})
+    Its environment variable is `DATASTORAGE_<FIELD NAME IN CAPITALS>` unless `env` names a
+    standard one (`KUBECONFIG`)."""
+    metadata = {"parse": parse, "help": help, "env": env}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,43 @@ class Settings:
         (), _comma_list, "comma-separated origins allowed cross-origin requests (empty: CORS off)"
     )
     dev_data_dir: str = setting(".datastorage", _text, "where `dev` keeps its database and spool")
+    auth: str = setting(
+        "none",
+        _choice("none", "kubernetes"),
+        "none|kubernetes: TokenReview + SubjectAccessReview on every request but probes",
+    )
+    kubeconfig: str | None = setting(
+        None,
+        _text,
+        "kubeconfig for the Kubernetes API (unset: the in-cluster service account)",
+        env="KUBECONFIG",
+    )
+    auth_audiences: tuple[str, ...] = setting(
+        (), _comma_list, "comma-separated audiences a token must carry one of (empty: none asked)"
+    )
+    auth_namespace: str | None = setting(
+        None, _text, "namespace of the access reviews (unset: the pod's own)"
+    )
+    auth_token_ttl: float = setting(
+        120.0,
+        _non_negative_float,
+        "seconds a token review is cached (never beyond the token's exp)",
+    )
+    auth_allowed_ttl: float = setting(
+        300.0, _non_negative_float, "seconds an allowed access review is cached"
+    )
+    auth_denied_ttl: float = setting(
+        30.0, _non_negative_float, "seconds a denied access review (or a rejected token) is cached"
+    )
+    auth_review_timeout: float = setting(
+        5.0, _non_negative_float, "seconds a review call to the Kubernetes API may take"
+    )
+    rate_limit_events: float = setting(
+        0.0, _non_negative_float, "events per second each caller may write (0: no limit)"
+    )
+    rate_limit_burst: int = setting(
+        0, _non_negative_int, "events a caller may write at once (0: one second's worth)"
+    )
     log_signing_key_file: str | None = setting(
         None, _text, "signed-note private key of the tamper-evident log (unset: the log is off)"
     )
@@ -305,7 +344,13 @@ class Settings:
 
 
 SETTINGS: tuple[Setting, ...] = tuple(
-    Setting(f.name, ENV_PREFIX + f.name.upper(), f.default, f.metadata["parse"], f.metadata["help"])
+    Setting(
+        f.name,
+        f.metadata["env"] or ENV_PREFIX + f.name.upper(),
+        f.default,
+        f.metadata["parse"],
+        f.metadata["help"],
+    )
     for f in dataclasses.fields(Settings)
 )
 

@@ -188,3 +188,27 @@ def wipe_directory(directory: str) -> None:
 def worker_died(pid: int, directory: str) -> None:
     """Drop a dead worker's live gauges; its counters and histograms stay in the sums."""
     mark_process_dead(pid, directory)
+
+
+# Authentication, authorization, per-caller limits (SPEC §11). No label ever carries a token
+# or a username: label values are fixed words.
+AUTH_REQUESTS = Counter(
+    "datastorage_auth_requests_total",
+    "Requests checked by authentication/authorization, by result "
+    "(allowed|denied|unauthenticated|error).",
+    ["result"],
+)
+AUTH_CACHE = Counter(
+    "datastorage_auth_cache_total",
+    "Review cache lookups, by kind (token|access) and result (hit|miss; a miss called the API).",
+    ["kind", "result"],
+)
+AUTH_REVIEW_DURATION = Histogram(
+    "datastorage_auth_review_duration_seconds",
+    "Seconds a TokenReview (token) or SubjectAccessReview (access) call took, errors included.",
+    ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RATE_LIMITED = Counter(
+    "datastorage_rate_limited_total", "Write requests refused with 429 by the per-caller limit."
+)

@@ -37,6 +37,8 @@ def test_every_setting_is_read_from_its_environment_variable():
             raw = "uvicorn"
         elif setting.field == "log_publish_url":
             raw = "file:///some/dir"
+        elif setting.field == "auth":
+            raw = "kubernetes"
         elif isinstance(default, bool):
             raw = "true"
         elif isinstance(default, int):

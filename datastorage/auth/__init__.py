@@ -1,0 +1,5 @@
+"""Kubernetes-native authentication, authorization and per-caller write limits (SPEC §11).
+
+The package owns the rules; the HTTP layer (`datastorage.http.authentication`) only calls the
+façade in `authenticator.py`. Nothing here imports Starlette.
+"""

@@ -1,0 +1,97 @@
+"""The bearer token appears in no log line, metric or problem body (SPEC §11), whatever happens:
+success, denial, rejection, rate limit, API server outage. Logging runs at DEBUG with the
+service's JSON format and its access-log middleware, and the stand-in echoes the token in its
+TokenReview answers like the real API server does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+from auth_support import ManualClock, guarded_app
+from kube_api_standin import Grant, KubeApiStandin, User
+from prometheus_client import REGISTRY, generate_latest
+
+from datastorage.auth.authenticator import Authenticator
+from datastorage.auth.ratelimit import RateLimiter
+from datastorage.cli import setup_logging
+from datastorage.config import load_settings
+from datastorage.http.middleware import RequestContext
+
+WRITER_TOKEN = "eyJhbGciOi.writer-secret-0b7e5d4c.sig"
+DENIED_TOKEN = "eyJhbGciOi.denied-secret-93af12e0.sig"
+OUTAGE_TOKEN = "eyJhbGciOi.outage-secret-7c11d2aa.sig"
+UNKNOWN_TOKEN = "eyJhbGciOi.unknown-secret-5e2f8b19.sig"
+SECRETS = (WRITER_TOKEN, DENIED_TOKEN, OUTAGE_TOKEN, UNKNOWN_TOKEN)
+
+
+@pytest.fixture()
+def restore_logging():
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    yield
+    root.handlers[:], level = saved
+    root.setLevel(level)
+
+
+def test_the_token_is_in_no_log_line_metric_or_problem(tmp_path, capsys, restore_logging):
+    standin = KubeApiStandin().start()
+    kubeconfig = standin.write_kubeconfig(tmp_path / "kubeconfig")
+    for token, name in ((WRITER_TOKEN, "writer"), (DENIED_TOKEN, "denied"), (OUTAGE_TOKEN, "late")):
+        standin.add_token(token, User(name))
+    standin.grant("user:writer", Grant(("create",), ("auditevents",)))
+    settings = load_settings(
+        {
+            "DATASTORAGE_AUTH": "kubernetes",
+            "KUBECONFIG": str(kubeconfig),
+            "DATASTORAGE_LOG_LEVEL": "DEBUG",
+            "DATASTORAGE_LOG_FORMAT": "json",
+        }
+    )
+    setup_logging(settings)
+    clock = ManualClock()
+
+    async def main():
+        authenticator = Authenticator.from_settings(settings, clock=clock, wall_clock=clock)
+        app, _ = guarded_app(authenticator, RateLimiter(1, 1, clock=clock))
+        app = RequestContext(app, {}, lambda: False)
+        responses = []
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://ds"
+        ) as client:
+
+            async def post(token):
+                response = await client.post(
+                    "/api/v1/audit/events", json={}, headers={"Authorization": f"Bearer {token}"}
+                )
+                responses.append(response)
+                return response.status_code
+
+            statuses = [
+                await post(WRITER_TOKEN),  # allowed
+                await post(WRITER_TOKEN),  # over the budget
+                await post(DENIED_TOKEN),  # forbidden
+                await post(UNKNOWN_TOKEN),  # unauthenticated
+            ]
+            standin.stop()
+            statuses.append(await post(OUTAGE_TOKEN))  # the API server is gone
+        await authenticator.aclose()
+        return statuses, responses
+
+    try:
+        statuses, responses = asyncio.run(main())
+    finally:
+        standin.stop()
+    assert statuses == [201, 429, 403, 401, 503]
+
+    logged = capsys.readouterr().err
+    assert '"level": "debug"' in logged and "403 on POST" in logged  # the logs did run
+    scraped = generate_latest(REGISTRY).decode()
+    assert "datastorage_auth_requests_total" in scraped
+    answered = "\n".join(f"{r.headers}\n{r.text}" for r in responses)
+    for secret in SECRETS:
+        assert secret not in logged
+        assert secret not in scraped
+        assert secret not in answered
