@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection
-
 from datastorage.ledger import merkle
 from datastorage.store import ledger as store
+from datastorage.store.connect import DatabaseConnection as AsyncConnection
 
 
 class NotSequenced(LookupError):

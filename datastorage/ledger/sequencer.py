@@ -20,12 +20,11 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection
-
 from datastorage.ledger import merkle
 from datastorage.ledger.background import StopWorker, repeat
 from datastorage.ledger.leaf import event_leaf_hash
 from datastorage.store import ledger as store
+from datastorage.store.connect import DatabaseConnection as AsyncConnection
 
 log = logging.getLogger(__name__)
 

@@ -64,3 +64,7 @@ def connect_sync(
     """One blocking connection (command-line tools; use it as a context manager)."""
     kwargs = session_kwargs(settings, application_name, statement_timeout=statement_timeout)
     return psycopg.connect(settings.require_database_url(), **kwargs)
+
+
+# The connection type, for annotations outside store/ (which never import psycopg).
+DatabaseConnection = AsyncConnection

@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
-from datastorage.store.audit_events import row_to_event
+from datastorage.store.audit_rows import row_to_event
 
 SEQUENCER_LOCK = 0x64617461_0012  # arbitrary constants shared by every process
 SIGNER_LOCK = 0x64617461_0013

@@ -13,7 +13,7 @@ from support import make_event
 from datastorage.domain.events import TimeBounds, normalize_event
 from datastorage.ledger import merkle
 from datastorage.ledger.leaf import event_leaf_hash
-from datastorage.store import audit_events
+from datastorage.store import audit_writes
 from datastorage.store import ledger as store
 
 BOUNDS = TimeBounds(dt.timedelta(days=7), dt.timedelta(minutes=5))
@@ -40,7 +40,7 @@ def new_events(count: int, **overrides) -> list[dict]:
 async def store_events(conn: psycopg.AsyncConnection, events: list[dict]) -> None:
     """Insert a batch and queue it for sequencing, atomically."""
     async with conn.transaction():
-        await audit_events.insert_batch(conn, events, client_ids=(), lock_timeout=2)
+        await audit_writes.insert_batch(conn, events, client_ids=(), lock_timeout=2)
         await store.register_pending(conn, events)
 
 

@@ -25,7 +25,7 @@ from support import REPO, eventually
 from datastorage.ledger import merkle, proofs
 from datastorage.ledger.leaf import event_leaf_hash
 from datastorage.ledger.sequencer import Sequencer, sequence_once
-from datastorage.store import audit_events
+from datastorage.store import audit_queries, audit_writes
 from datastorage.store import ledger as store
 
 pytestmark = pytest.mark.asyncio
@@ -67,7 +67,7 @@ async def test_stored_events_become_leaves_with_verifying_proofs(log_db, db):
         assert size == 25
         for event in events:
             proof = await proofs.inclusion(conn, event["event_id"], size)
-            stored = await audit_events.get_event(conn, event["event_id"])
+            stored = await audit_queries.get_event(conn, event["event_id"])
             assert proof.leaf_hash == event_leaf_hash(stored)
             merkle.verify_inclusion(proof.leaf_index, size, proof.leaf_hash, proof.path, root)
         for first_size in (1, 7, 13, 24, 25):
@@ -101,7 +101,7 @@ async def test_an_event_inserted_without_registration_never_becomes_a_leaf(log_d
     registered, bare = new_events(2), new_events(1)
     async with connect() as conn:
         await store_events(conn, registered)
-        await audit_events.insert_batch(conn, bare, client_ids=(), lock_timeout=2)
+        await audit_writes.insert_batch(conn, bare, client_ids=(), lock_timeout=2)
         await sequence_once(conn, batch_size=100)
     assert _leaf_count(db, [bare[0]["event_id"]]) == {}
 
@@ -136,7 +136,7 @@ async def test_concurrent_writers_late_commits_and_a_running_sequencer_give_each
         # with an early seq, become visible last, and must still become leaves.
         async with connect() as conn, conn.transaction():
             events = new_events(3)
-            await audit_events.insert_batch(conn, events, client_ids=(), lock_timeout=2)
+            await audit_writes.insert_batch(conn, events, client_ids=(), lock_timeout=2)
             await store.register_pending(conn, events)
             await asyncio.sleep(1.0)
             written.extend(e["event_id"] for e in events)

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 PACKAGE = "datastorage"
 ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 
@@ -173,12 +171,6 @@ def test_no_import_cycle():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="psycopg outside store/ (found on 2026-12-06): datastorage.cli:71 (the `partitions` "
-    "command connects itself), datastorage.operator.maintenance:29 (`_connect`); remove this "
-    "mark once they go through the store",
-)
 def test_only_the_store_talks_to_postgresql():
     offending = [
         e

@@ -9,11 +9,11 @@ import uuid
 
 import orjson
 import rfc8785
-from datastorage.store.audit_events import COLUMNS, row_to_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datastorage.ledger.leaf import canonical_bytes, event_leaf_hash
+from datastorage.store.audit_rows import COLUMNS, row_to_event
 
 # RFC 8785 §3.2.2 and §3.2.3: the published input and canonical output.
 RFC_INPUT = (
