@@ -20,9 +20,16 @@ REPO=$(cd "${BASH_SOURCE[0]%/*}/.." && pwd)
 IMAGE=${IMAGE:-datastorage:dev}
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 SBOM_FILE=${SBOM_FILE:-$REPO/dist/${IMAGE//[\/:]/_}.cdx.json}
-# The Python of the image: both bases are Debian with CPython 3.11 (glibc >= 2.36).
-WHEEL_TARGET=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp311
-  --platform "manylinux_2_36_$(uname -m)")
+# The Python of the image: both bases are Debian with CPython 3.11 and glibc 2.36 or later,
+# so any manylinux wheel up to glibc 2.36 fits (pip does not widen an explicit --platform).
+ARCH=$(uname -m)
+WHEEL_TARGET=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp311)
+for legacy in manylinux1 manylinux2010 manylinux2014; do
+  WHEEL_TARGET+=(--platform "${legacy}_$ARCH")
+done
+for glibc in $(seq 5 36); do
+  WHEEL_TARGET+=(--platform "manylinux_2_${glibc}_$ARCH")
+done
 
 log() { printf 'build-image: %s\n' "$*" >&2; }
 
@@ -67,7 +74,7 @@ tar -C "$REPO" --exclude='__pycache__' --exclude='*.pyc' \
 start=$SECONDS
 for lock in runtime sbom; do
   "$PYTHON" -m pip download --quiet --no-deps --require-hashes "${WHEEL_TARGET[@]}" \
-    --dest "$CONTEXT/wheels/$lock" -r "$REPO/requirements/$lock.lock"
+    --dest "$CONTEXT/wheels/$lock" -r "$REPO/requirements/$lock.lock" 2> >(grep -v "is ignored" >&2)
 done
 # The application's wheel, built from a clean copy of the sources with the build backend the
 # lock pins (requirements/dev.lock installs it in the venv); fixed timestamps keep it
@@ -77,7 +84,7 @@ mkdir -p "$SRC"
 tar -C "$REPO" --exclude='__pycache__' --exclude='*.pyc' -cf - pyproject.toml README.md datastorage |
   tar -C "$SRC" -xf -
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} "$PYTHON" -m pip wheel --quiet --no-deps \
-  --no-build-isolation --wheel-dir "$CONTEXT/wheels/app" "$SRC"
+  --no-build-isolation --wheel-dir "$CONTEXT/wheels/app" "$SRC" 2> >(grep -v "is ignored" >&2)
 rm -rf "$SRC"
 log "wheelhouse ready in $((SECONDS - start)) s"
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Refresh the hashed lock files (what `make lock` runs):
-#   requirements/dev.lock      runtime + test dependencies and the build backend, resolved
+#   requirements/dev.lock      runtime + test dependencies and the build backend (build.in), resolved
 #                              together: `make venv` and CI install it with --require-hashes
 #   requirements/runtime.lock  the runtime dependencies (with the uvicorn extra) at the same
 #                              versions: the image installs exactly these
+#   (both also take requirements/python-3.11.2.in: what the image's older Python needs)
 #   requirements/sbom.lock     the image build's SBOM generator (requirements/sbom.in)
 #   requirements/checkov.lock  the chart scanner of `make chart-test` (requirements/checkov.in)
 #
@@ -31,7 +32,9 @@ compile() {
 }
 
 cd "$REPO"
-compile --extra test --extra uvicorn --all-build-deps --output-file requirements/dev.lock pyproject.toml
-compile --extra uvicorn --constraint requirements/dev.lock --output-file requirements/runtime.lock pyproject.toml
+compile --extra test --extra uvicorn --output-file requirements/dev.lock \
+  pyproject.toml requirements/python-3.11.2.in requirements/build.in
+compile --extra uvicorn --constraint requirements/dev.lock --output-file requirements/runtime.lock \
+  pyproject.toml requirements/python-3.11.2.in
 compile --output-file requirements/sbom.lock requirements/sbom.in
 compile --output-file requirements/checkov.lock requirements/checkov.in

@@ -105,9 +105,7 @@ class Container:
         podman("rm", "--force", "--time=0", self.name, check=False)
 
 
-def chart_env(
-    chart_objects, spec: dict[str, Any], overrides: dict[str, str]
-) -> dict[str, str]:
+def chart_env(chart_objects, spec: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
     """The container's environment as the chart gives it (ConfigMap via envFrom, plain
     values), then `overrides`; Secret references are left to the overrides."""
     env: dict[str, str] = {}
