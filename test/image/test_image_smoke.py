@@ -167,9 +167,14 @@ def assert_confined(box: Container) -> None:
     host = box.inspect()["HostConfig"]
     assert host["ReadonlyRootfs"] is True
     assert "no-new-privileges" in host["SecurityOpt"]
-    assert [c.upper().removeprefix("CAP_") for c in host["CapDrop"]] != []
+    assert len(host["CapDrop"]) >= 14  # podman lists every default capability for ALL
     assert box.inspect()["Config"]["User"] == f"{box.runtime.user}:{box.runtime.group}"
-    assert box.changes() == [], box.changes()
+    # The engine creates the mount points (and their parents); anything else is a write.
+    # (/var/run is a link to /run in the image.)
+    mount_points = {Path(m.path.replace("/var/run/", "/run/", 1)) for m in box.runtime.mounts}
+    mount_points |= {parent for path in mount_points for parent in path.parents}
+    writes = [c for c in box.changes() if Path(c.split(" ", 1)[1]) not in mount_points]
+    assert writes == []
 
 
 @pytest.fixture(scope="module")
