@@ -105,14 +105,20 @@ class Container:
         podman("rm", "--force", "--time=0", self.name, check=False)
 
 
-def chart_env(chart_objects, spec: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
+def chart_env(
+    chart_objects, spec: dict[str, Any], database_port: int, overrides: dict[str, str]
+) -> dict[str, str]:
     """The container's environment as the chart gives it (ConfigMap via envFrom, plain
-    values), then `overrides`; Secret references are left to the overrides."""
+    values) with the database URL pointed at the loopback server, then `overrides`; Secret
+    references are left to the overrides."""
     env: dict[str, str] = {}
     for source in spec.get("envFrom", []):
         configmap = one(chart_objects, "ConfigMap", source["configMapRef"]["name"])
         env.update(configmap["data"])
     env.update({k: v for k, v in env_map(spec).items() if isinstance(v, str)})
+    env["DATASTORAGE_DATABASE_URL"] = loopback_database_url(
+        env["DATASTORAGE_DATABASE_URL"], database_port
+    )
     env.update(overrides)
     return env
 
@@ -182,12 +188,7 @@ def migrated(pods, chart_objects, postgres, run_container):
     """`datastorage migrate` run as the chart's migration Job runs it."""
     [pod] = [spec for key, spec in pods.items() if key.startswith("Job/")]
     spec = container(pod, "migrate")
-    chart_url = env_map(spec)["DATASTORAGE_DATABASE_URL"]
-    env = chart_env(
-        chart_objects,
-        spec,
-        {"DATASTORAGE_DATABASE_URL": loopback_database_url(chart_url, postgres.port)},
-    )
+    env = chart_env(chart_objects, spec, postgres.port, {})
     box = run_container(pod, "migrate", env, spec["args"])
     code = box.wait(timeout=300)
     assert code == 0, box.logs()
@@ -212,14 +213,13 @@ def test_serve_writes_and_reads_an_event_then_stops_on_sigterm(
 ):
     spec = container(deployment_pod, "datastorage")
     port = free_port()
-    configmap_url = chart_env(chart_objects, spec, {})["DATASTORAGE_DATABASE_URL"]
     env = chart_env(
         chart_objects,
         spec,
+        postgres.port,
         {
             "DATASTORAGE_HTTP_HOST": "127.0.0.1",
             "DATASTORAGE_HTTP_PORT": str(port),
-            "DATASTORAGE_DATABASE_URL": loopback_database_url(configmap_url, postgres.port),
             "DATASTORAGE_DLQ_URL": redis.url,
         },
     )
@@ -252,12 +252,11 @@ def test_operator_reconciles_a_workflow_then_stops_on_sigterm(
 ):
     spec = container(deployment_pod, "operator")
     health_port = free_port()
-    configmap_url = chart_env(chart_objects, spec, {})["DATASTORAGE_DATABASE_URL"]
     env = chart_env(
         chart_objects,
         spec,
+        postgres.port,
         {
-            "DATASTORAGE_DATABASE_URL": loopback_database_url(configmap_url, postgres.port),
             "DATASTORAGE_OPERATOR_METRICS_PORT": str(free_port()),
             "DATASTORAGE_OPERATOR_HEALTH_PORT": str(health_port),
             # The stand-in API server speaks plain HTTP, which the in-cluster configuration
