@@ -8,8 +8,15 @@ export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 NPROC := $(shell nproc 2>/dev/null || echo 2)
+# The image `make image` builds and `make image-test` runs (BASE=python:3.11-slim to build on
+# a registry's Python image instead of the registry-free Debian one).
+IMAGE ?= localhost/datastorage:dev
+export IMAGE
+CHECKOV := .tools/checkov/bin/checkov
+# pip's output without the machine's "Location ... is ignored" noise; pip's exit code is kept.
+PIP_QUIET = 2>&1 | { grep -v "is ignored" || true; }
 
-.PHONY: run test test-unit test-integration test-contract test-operator chart-test e2e-local e2e bench lint image deps system-deps venv tools clean
+.PHONY: run test test-unit test-integration test-contract test-operator chart-test e2e-local e2e bench lint image image-test image-deps lock deps system-deps venv tools clean
 
 run: venv
 	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
@@ -50,8 +57,31 @@ lint: venv
 	$(VENV)/bin/ruff check datastorage test
 	$(VENV)/bin/ruff format --check datastorage test
 
-image:
+# The image, built without a registry by default (see hack/build-image.sh), and its SBOM
+# in dist/.
+image: venv image-deps
 	hack/build-image.sh
+
+# The image run as the chart runs it (read-only, non-root, no capabilities) against loopback
+# PostgreSQL, Redis and the Kubernetes API stand-in.
+image-test: deps tools image
+	hack/image-test.sh
+
+# podman (with Debian's runc, see hack/containers.conf) and debootstrap for the base image.
+image-deps:
+	@need=""; \
+	command -v podman >/dev/null 2>&1 || need="$$need podman"; \
+	command -v runc >/dev/null 2>&1 || need="$$need runc"; \
+	command -v debootstrap >/dev/null 2>&1 || need="$$need debootstrap"; \
+	if [ -n "$$need" ]; then \
+	  echo "installing:$$need"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$need >/dev/null; \
+	fi
+
+# Refresh the hashed lock files in requirements/ (UPGRADE=1: newest allowed versions).
+lock:
+	hack/lock.sh
 
 deps: system-deps venv
 
@@ -69,14 +99,17 @@ system-deps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Every dependency from the hashed lock, then the project itself (editable, no dependencies
+# of its own: `pip check` fails when pyproject.toml names one the lock lacks: run `make lock`).
+$(VENV)/.installed: pyproject.toml requirements/dev.lock
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(PY) -m pip install -q -e '.[test]' 2>&1 | grep -v "is ignored" || true
+	set -o pipefail; $(PY) -m pip install -q --require-hashes -r requirements/dev.lock $(PIP_QUIET)
+	set -o pipefail; $(PY) -m pip install -q --no-deps --no-build-isolation -e . $(PIP_QUIET)
+	$(PY) -m pip check
 	$(PY) -c "import datastorage, starlette, psycopg, pytest, xdist"
 	touch $@
 
-tools: $(TOOLS)/helm
+tools: $(TOOLS)/helm $(CHECKOV)
 	@command -v promtool >/dev/null 2>&1 || { echo "installing: prometheus (for promtool)"; \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
@@ -85,5 +118,11 @@ tools: $(TOOLS)/helm
 $(TOOLS)/helm:
 	hack/get-helm-kubectl.sh $(TOOLS)
 
+# checkov in a venv of its own (its many dependencies stay out of the test venv).
+$(CHECKOV): requirements/checkov.lock
+	test -x .tools/checkov/bin/python || python3 -m venv .tools/checkov
+	set -o pipefail; .tools/checkov/bin/python -m pip install -q --require-hashes -r requirements/checkov.lock $(PIP_QUIET)
+	touch $@
+
 clean:
-	rm -rf $(VENV) .tools .datastorage
+	rm -rf $(VENV) .tools .datastorage dist

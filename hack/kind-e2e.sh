@@ -146,7 +146,8 @@ create_cluster() {
 
 build_and_load_image() {
   log "building $IMAGE"
-  CONTAINER_ENGINE=$ENGINE IMAGE=$IMAGE "$REPO/hack/build-image.sh"
+  # The engine that runs kind can pull from a registry: build on python:3.11-slim.
+  BASE=${BASE:-python:3.11-slim} CONTAINER_ENGINE=$ENGINE IMAGE=$IMAGE "$REPO/hack/build-image.sh"
   "$ENGINE" save -o "$WORK/image.tar" "$IMAGE"
   kind load image-archive "$WORK/image.tar" --name "$CLUSTER"
 }

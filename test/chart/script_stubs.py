@@ -21,7 +21,22 @@ from pathlib import Path
 
 from chart_helpers import REPO
 
-REAL_UTILITIES = ("bash", "env", "mktemp", "rm", "tar", "sleep", "cat", "python3")
+REAL_UTILITIES = (
+    "bash",
+    "env",
+    "mktemp",
+    "rm",
+    "tar",
+    "sleep",
+    "cat",
+    "python3",
+    "uname",
+    "seq",
+    "dirname",
+    "mkdir",
+    "sha256sum",
+    "cut",
+)
 
 _PRELUDE = """#!{bash}
 printf '%s\\n' "${{0##*/}} $*" >>"$STUB_DIR/calls.log"
@@ -44,7 +59,20 @@ case "$1" in
       shift
     done
     ;;
+  create) echo stub-container ;;
+  cp) : >"${{!#}}" ;;
 esac
+exit 0
+""",
+    # The interpreter build-image.sh downloads wheels with: `-m pip download ... --dest DIR`
+    # and `-m pip wheel ... --wheel-dir DIR` leave one file in DIR.
+    "fake-python": """
+while (($#)); do
+  case "$1" in
+    --dest | --wheel-dir) mkdir -p "$2" && : >"$2/stub-0-py3-none-any.whl" ;;
+  esac
+  shift
+done
 exit 0
 """,
     "kind": """
@@ -115,7 +143,7 @@ class StubBin:
             )
             assert found, utility
             (self.real / utility).symlink_to(found)
-        for name in (*tools, "fake-pytest"):
+        for name in (*tools, "fake-pytest", "fake-python"):
             body = STUBS["engine"] if name in ("docker", "podman") else STUBS[name]
             path = self.dir / name
             path.write_text(_PRELUDE.format(bash=bash) + body.format())
@@ -129,6 +157,8 @@ class StubBin:
             "TMPDIR": str(self.dir.parent),
             "STUB_DIR": str(self.dir),
             "E2E_PYTEST": str(self.dir / "fake-pytest"),
+            "PYTHON": str(self.dir / "fake-python"),
+            "SBOM_FILE": str(self.dir.parent / "sbom.cdx.json"),
             "E2E_READY_TIMEOUT": "0",
         }
         env.update(extra)

@@ -631,7 +631,19 @@ def test_everything_on_renders_hpa_network_policies_service_monitor_and_node_por
     assert pg_service["spec"]["ports"][0]["nodePort"] == 30433
 
     policies = {p["metadata"]["name"]: p for p in objects(docs, "NetworkPolicy")}
-    assert set(policies) == {FULLNAME, f"{FULLNAME}-postgresql", f"{FULLNAME}-redis"}
+    assert set(policies) == {
+        FULLNAME,
+        f"{FULLNAME}-postgresql",
+        f"{FULLNAME}-redis",
+        f"{FULLNAME}-migrate",
+    }
+    # The migration Job serves nothing: its policy admits no ingress at all.
+    migrate_policy = policies[f"{FULLNAME}-migrate"]["spec"]
+    assert migrate_policy["policyTypes"] == ["Ingress"] and "ingress" not in migrate_policy
+    assert (
+        migrate_policy["podSelector"]["matchLabels"].items()
+        <= one(docs, "Job")["spec"]["template"]["metadata"]["labels"].items()
+    )
     api_rules = policies[FULLNAME]["spec"]["ingress"]
     assert api_rules[0]["from"][0]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "kubernaut-system"

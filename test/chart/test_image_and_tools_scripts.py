@@ -47,14 +47,22 @@ def test_containerfile_runs_as_uid_10001_with_the_datastorage_entrypoint():
 
 def test_build_uses_docker_when_its_engine_answers(tmp_path):
     stubs = StubBin(tmp_path, ("docker", "podman"))
-    proc = stubs.run("build-image.sh")
+    proc = stubs.run("build-image.sh", BASE="python:3.11-slim")
     assert proc.returncode == 0, proc.stderr
     [build] = [c for c in stubs.calls_of("docker") if c.startswith("docker build")]
     assert "-t datastorage:dev" in build
     assert not [c for c in stubs.calls_of("podman") if "build" in c]
-    # Only what the image needs is sent as build context (never .venv or .tools).
+    # Only what the image needs is sent as build context (never .venv or .tools): the locks
+    # and the wheels downloaded against them, the application's as a wheel too.
     context = set(stubs.read("docker-build-context.txt").split())
-    assert context == {"Containerfile", "pyproject.toml", "README.md", "datastorage"}
+    assert context == {"Containerfile", "pyproject.toml", "requirements", "wheels"}
+    downloads = [c for c in stubs.calls_of("fake-python") if " download " in c]
+    assert len(downloads) == 2 and all("--require-hashes" in c for c in downloads)
+    assert "--network=none" in build
+    # The SBOM the build made is copied out beside the image.
+    assert any(
+        c.startswith("docker cp stub-container:/opt/datastorage/sbom.cdx.json") for c in stubs.calls
+    )
 
 
 def test_build_falls_back_to_podman_and_passes_base_and_image(tmp_path):
