@@ -41,6 +41,10 @@ class StreamStats:
     depth: int
     oldest_age_seconds: float | None
     dead_lettered: int
+    bytes: int = 0  # what the queued records of this stream take (payload, or Redis memory)
+    # Room the whole queue has left before appends are refused, the same for every stream:
+    # free disk above the floor (file), maxmemory − used_memory (redis); None when unbounded.
+    free_bytes: int | None = None
 
 
 class DLQError(Exception):
@@ -52,7 +56,8 @@ class DLQUnavailable(DLQError):
 
 
 class DLQFull(DLQError):
-    """The queue holds `capacity` records; nothing of the refused append was stored."""
+    """The queue holds `capacity` records, or has no room left for the append (disk floor,
+    Redis maxmemory); nothing of the refused append was stored."""
 
 
 class DeadLetterQueue(Protocol):
