@@ -10,14 +10,14 @@ import sys
 import time
 import urllib.request
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 BASE = os.environ["SMOKE_URL"].rstrip("/")
 correlation = f"helm-test-{uuid.uuid4()}"
 event = {
     "version": "1.0",
     "event_type": "gateway.signal.received",
-    "event_timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+    "event_timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     "event_category": "gateway",
     "event_action": "received",
     "event_outcome": "success",
