@@ -8,7 +8,8 @@ that is its name and type (what `settings.http_port` is), its default, the parse
 text (raises ValueError, ideally "must ...") and one line of help. Its environment variable is
 `DATASTORAGE_` + the field name in capitals (`DATASTORAGE_HTTP_PORT`), its YAML key the field
 name. `SETTINGS` is derived from the fields for the loader and the tests. Adding a setting is
-that one line, plus its row in the README's configuration table (a test checks the table).
+that one line, then `python hack/gen_docs.py` to regenerate docs/configuration.md (a test
+fails while it is stale).
 
 `load_settings()` builds and validates the object; a bad value raises `ConfigError` with one
 line naming the setting, which the CLI turns into exit code 2. No other module reads
@@ -117,7 +118,7 @@ def _comma_list(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting as the loader and the README see it, derived from its `Settings` field."""
+    """One setting as the loader and the docs see it, derived from its `Settings` field."""
 
     field: str
     env: str
