@@ -201,9 +201,16 @@ async def test_concurrent_claims_never_yield_the_same_entry_twice(open_queue):
     consumers = [await open_queue(f"proc-{n}") for n in range(3)]
     ids = await consumers[0].append(AUDIT, records(0, 600))
     seen: list[list[str]] = [[] for _ in consumers]
+    # Every consumer holds an unacknowledged claim before anyone acks, so the claims
+    # really overlap (without this, one fast consumer may drain everything alone).
+    all_holding = asyncio.Barrier(len(consumers))
 
     async def drain(index: int) -> None:
         queue = consumers[index]
+        first = await queue.claim(AUDIT, 7)
+        seen[index].extend(e.id for e in first)
+        await all_holding.wait()
+        await queue.ack(AUDIT, [e.id for e in first])
         while batch := await queue.claim(AUDIT, 7):
             seen[index].extend(e.id for e in batch)
             await asyncio.sleep(0)  # let the others interleave between claim and ack
