@@ -1,13 +1,19 @@
 """create_app(settings) -> the Starlette application: routes, middleware, error handlers.
 
-The lifespan opens and closes the process's `Runtime` (pool, DLQ, drain worker, services).
+The lifespan opens and closes the process's `Runtime` (pool, DLQ, drain worker, services) and,
+with `DATASTORAGE_AUTH=kubernetes`, the authenticator's connection to the Kubernetes API.
+
+Middleware, outermost first: `RequestContext` (request id, access log, metrics, errors), CORS
+when configured (it answers preflights itself: a browser sends no credentials on those), then
+`Authentication`, so refusals (401/403/429/503) carry request ids and are logged and counted
+like every other answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,8 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datastorage.config import Settings
+from datastorage.auth.authenticator import Authenticator
+from datastorage.auth.ratelimit import limiter_from_settings
+from datastorage.auth.reviews import KubeConfigError
+from datastorage.config import ConfigError, Settings
 from datastorage.http import admin, audit, errors, health, notifications, workflows
+from datastorage.http.authentication import Authentication
 from datastorage.http.context import AppContext
 from datastorage.http.middleware import RequestContext
 from datastorage.http.problems import Problem, problem_response
@@ -123,16 +133,31 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(problem, path)
 
 
-def build_context(settings: Settings) -> AppContext:
-    """The API server's runtime (DLQ drained in the background) and request checks."""
+def build_context(settings: Settings, clock: Callable[[], float] | None = None) -> AppContext:
+    """The API server's runtime (DLQ drained in the background), request checks and, with
+    `DATASTORAGE_AUTH=kubernetes`, the authenticator and the per-caller limiter. `clock`
+    (tests): one settable clock for the review caches, token expiry and the buckets."""
     runtime = Runtime(settings, ensure_partitions=True)
-    return AppContext(runtime=runtime, validator=RequestValidator(runtime.validator))
+    ctx = AppContext(runtime=runtime, validator=RequestValidator(runtime.validator))
+    if settings.auth == "kubernetes":
+        clocks = {"clock": clock, "wall_clock": clock} if clock else {}
+        try:
+            ctx.authenticator = Authenticator.from_settings(settings, **clocks)
+        except KubeConfigError as exc:
+            raise ConfigError(f"DATASTORAGE_AUTH=kubernetes: {exc}") from None
+        ctx.limiter = limiter_from_settings(settings, **({"clock": clock} if clock else {}))
+    return ctx
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    async with app.state.ctx.runtime:
-        yield
+    ctx: AppContext = app.state.ctx
+    try:
+        async with ctx.runtime:
+            yield
+    finally:
+        if ctx.authenticator is not None:
+            await ctx.authenticator.aclose()
 
 
 def create_app(settings: Settings, context: AppContext | None = None) -> Starlette:
@@ -151,8 +176,18 @@ def create_app(settings: Settings, context: AppContext | None = None) -> Starlet
                 CORSMiddleware,
                 allow_origins=list(settings.cors_allow_origins),
                 allow_methods=sorted({m for route in ROUTES for m in route.methods or ()}),
-                allow_headers=["Content-Type", "X-Request-ID"],
-                expose_headers=["X-Request-ID"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"],
+            )
+        )
+    if ctx.authenticator is not None:
+        middleware.append(
+            Middleware(
+                Authentication,
+                authenticator=ctx.authenticator,
+                routes=ROUTES,
+                limiter=ctx.limiter,
+                retry_after=settings.retry_after,
             )
         )
     app = Starlette(

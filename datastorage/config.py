@@ -408,4 +408,10 @@ def load_settings(
             "DATASTORAGE_DB_POOL_MIN: must not exceed DATASTORAGE_DB_POOL_MAX "
             f"({settings.db_pool_min} > {settings.db_pool_max})"
         )
+    if settings.rate_limit_events > 0 and settings.auth != "kubernetes":
+        # The buckets are keyed by the reviewed username: without auth there is no caller.
+        raise ConfigError(
+            "DATASTORAGE_RATE_LIMIT_EVENTS: needs DATASTORAGE_AUTH=kubernetes "
+            f"(the limit is per authenticated caller), got auth={settings.auth!r}"
+        )
     return settings

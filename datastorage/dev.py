@@ -91,6 +91,7 @@ def run_dev(settings: Settings) -> int:
 DataStorage is running at {url}
   database: {database_url}
   DLQ:      {settings.dlq_url}
+  auth:     {settings.auth}
 
 Try it:
   curl -s {url}/health/ready

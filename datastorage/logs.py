@@ -56,5 +56,7 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    for noisy in ("psycopg.pool", "kopf.objects", "aiohttp.access"):
+    # httpx/httpcore (the Kubernetes API reviews) log every request URL and connection step
+    # at DEBUG/INFO: noise, and nothing of theirs needs to be in the service's log.
+    for noisy in ("psycopg.pool", "kopf.objects", "aiohttp.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,27 +1,25 @@
-"""Helpers for the auth tests: a settable clock, JWT-shaped tokens, and a small guarded app.
+"""Helpers for the auth tests: a settable clock, JWT-shaped tokens, and the real application
+served in-process with `DATASTORAGE_AUTH=kubernetes` against a Kubernetes API stand-in.
 
-`guarded_app` serves every route of the permission table (the application's real route paths
-and convertors where the route exists today, the table's template otherwise) with one echo
-endpoint behind the `Authentication` middleware, so the same assertions can later be run
-against the real application.
+`serving(settings, clock)` builds the app exactly as `datastorage serve` does (`build_context`
++ `create_app`, its lifespan opening the runtime and closing the authenticator) and yields an
+httpx client talking to it over ASGI; `clock` replaces the clocks of the review caches, token
+expiry and the rate limiter.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+import httpx
 
-from datastorage.auth.permissions import OPEN_PATHS, PERMISSIONS, normalize_template
-from datastorage.auth.ratelimit import RateLimiter
-from datastorage.http.authentication import Authentication, charge_items, current_identity
-from datastorage.http.problems import Problem, problem_response
+from datastorage.app import build_context, create_app
+from datastorage.config import Settings, load_settings
 
 
 class ManualClock:
@@ -46,50 +44,27 @@ def jwt_with_exp(exp: float, subject: str) -> str:
     return f"{part({'alg': 'RS256'})}.{part({'sub': subject, 'exp': int(exp)})}.c2lnbmF0dXJl"
 
 
-@dataclass
-class Handled:
-    """What reached the application behind the middleware."""
-
-    calls: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, user
-
-    def by(self, username: str) -> int:
-        return sum(1 for _, _, user in self.calls if user == username)
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
-def served_routes(endpoint: Any) -> list[Route]:
-    from datastorage.app import ROUTES
-
-    routes = [Route(route.path, endpoint, methods=sorted(route.methods)) for route in ROUTES]
-    served = {
-        (method, normalize_template(route.path_format))
-        for route in routes
-        for method in route.methods
-    }
-    for method, template in PERMISSIONS:
-        if (method, normalize_template(template)) not in served:
-            routes.append(Route(template, endpoint, methods=[method]))
-    return routes
+def auth_settings(database_url: str, kubeconfig: Path, **env: str) -> Settings:
+    return load_settings(
+        {
+            "DATASTORAGE_DATABASE_URL": database_url,
+            "DATASTORAGE_AUTH": "kubernetes",
+            "KUBECONFIG": str(kubeconfig),
+            "DATASTORAGE_DB_POOL_MIN": "1",
+            **env,
+        }
+    )
 
 
-def guarded_app(authenticator: Any, limiter: RateLimiter | None = None) -> tuple[Any, Handled]:
-    handled = Handled()
-
-    async def endpoint(request: Request) -> Response:
-        if request.url.path in OPEN_PATHS:
-            return JSONResponse({"open": True})
-        if request.url.path.endswith("/events/batch"):
-            items = await request.json()
-            charge_items(request.scope, len(items))  # before anything is stored
-        identity = current_identity(request.scope)
-        username = identity.username if identity else None
-        handled.calls.append((request.method, request.url.path, username))
-        status = 201 if request.method in ("POST", "PUT") else 200
-        return JSONResponse({"recorded_by": username}, status_code=status)
-
-    async def problem(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, Problem)
-        return problem_response(exc, request.url.path)
-
-    routes = served_routes(endpoint)
-    app = Starlette(routes=routes, exception_handlers={Problem: problem})
-    return Authentication(app, authenticator, routes=routes, limiter=limiter), handled
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, clock: ManualClock | None = None) -> AsyncIterator[Any]:
+    """The real application, lifespan included, behind an in-process httpx client."""
+    app = create_app(settings, build_context(settings, clock))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ds") as client:
+            yield client

@@ -84,8 +84,10 @@ class RateLimiter:
         return headers
 
 
-def limiter_from_settings(settings: Settings) -> RateLimiter | None:
+def limiter_from_settings(
+    settings: Settings, clock: Callable[[], float] = time.monotonic
+) -> RateLimiter | None:
     """The configured limiter, or None when `DATASTORAGE_RATE_LIMIT_EVENTS` is 0 (off)."""
     if settings.rate_limit_events <= 0:
         return None
-    return RateLimiter(settings.rate_limit_events, settings.rate_limit_burst)
+    return RateLimiter(settings.rate_limit_events, settings.rate_limit_burst, clock=clock)

@@ -136,9 +136,15 @@ def canonical_uuid(value: str) -> str:
 
 
 def normalize_event(
-    body: Mapping[str, Any], bounds: TimeBounds, now: dt.datetime, prefix: str = ""
+    body: Mapping[str, Any],
+    bounds: TimeBounds,
+    now: dt.datetime,
+    prefix: str = "",
+    recorded_by: str | None = None,
 ) -> dict[str, Any]:
-    """Apply defaults and rules to a schema-valid event; raise EventRuleError naming fields."""
+    """Apply defaults and rules to a schema-valid event; raise EventRuleError naming fields.
+    `recorded_by` is the authenticated caller, set by the server: a body field of that name is
+    ignored like any field the schema does not name."""
     errors: dict[str, str] = {}
     category = body["event_category"]
     known = EVENT_TYPES.get(body["event_type"])
@@ -191,6 +197,7 @@ def normalize_event(
         "trace_id": body.get("trace_id"),
         "span_id": body.get("span_id"),
         **STORED_DEFAULTS,
+        "recorded_by": recorded_by,
     }
 
 

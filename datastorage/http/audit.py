@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from datastorage.domain.timeparse import parse_time_bound
+from datastorage.http.authentication import charge_items, recorded_by
 from datastorage.http.body import decode_json, nesting_errors, read_json
 from datastorage.http.context import AppContext, accepted_response, context, json_response
 from datastorage.http.problems import Problem, validation_error
@@ -24,7 +25,7 @@ async def create_event(request: Request) -> Response:
     ctx = context(request)
     body = await read_json(request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth)
     ctx.validator.body("createAuditEvent", body)
-    outcome = await ctx.runtime.audit.record(body)
+    outcome = await ctx.runtime.audit.record(body, recorded_by(request.scope))
     stored = outcome.records[0]
     payload = {"event_id": stored["event_id"], "event_timestamp": stored["event_timestamp"]}
     if outcome.status == "queued":
@@ -40,6 +41,8 @@ async def create_batch(request: Request) -> Response:
     body = await read_json(request, ctx.settings.max_batch_body_bytes, depth + 1, check_depth=False)
     if not isinstance(body, list):
         ctx.validator.body("createAuditEventBatch", body)
+    # The caller's write budget, before anything is stored or queued: a batch costs its items.
+    charge_items(request.scope, len(body))
 
     def item_errors(index: int, item: Any) -> dict[str, str]:
         errors = nesting_errors(item, depth, (index,))
@@ -52,7 +55,10 @@ async def create_batch(request: Request) -> Response:
         return ctx.validator.body_errors("createAuditEventBatch", items)
 
     outcome = await ctx.runtime.audit.record_batch(
-        body, item_errors=item_errors, batch_errors=batch_errors
+        body,
+        item_errors=item_errors,
+        batch_errors=batch_errors,
+        recorded_by=recorded_by(request.scope),
     )
     return _batch_response(outcome)
 

@@ -41,7 +41,7 @@ from datastorage.auth.authenticator import (
 )
 from datastorage.auth.permissions import OPEN_PATHS, Metering, Permission
 from datastorage.auth.ratelimit import RateLimiter
-from datastorage.http.problems import Problem, problem_response
+from datastorage.http.problems import Problem, problem_response, unavailable
 from datastorage.metrics import AUTH_REQUESTS, RATE_LIMITED
 
 log = logging.getLogger("datastorage.auth")
@@ -56,17 +56,18 @@ def current_identity(scope: Scope) -> Identity | None:
     return scope.get("state", {}).get(IDENTITY_KEY)
 
 
+def recorded_by(scope: Scope) -> str | None:
+    """What a write stores as `recorded_by`: the reviewed username (None when auth is off)."""
+    identity = current_identity(scope)
+    return identity.username if identity is not None else None
+
+
 def charge_items(scope: Scope, count: int) -> None:
     """Spend `count` units of the caller's write budget; raises the 429 problem when over it.
     A no-op when no limit applies (auth off, limit off, or a route that is not metered)."""
     meter = scope.get("state", {}).get(_METER_KEY)
     if meter is not None:
         meter(count)
-
-
-def _problem(status: int, slug: str, title: str, detail: str, **fields: Any) -> Problem:
-    headers = fields.pop("headers", None)
-    return Problem(status, slug, detail, headers=headers, extra={"title": title, **fields})
 
 
 def _bearer_token(scope: Scope) -> str:
@@ -82,7 +83,7 @@ class Authentication:
         self,
         app: ASGIApp,
         authenticator: Authenticator,
-        routes: Sequence[BaseRoute] | None = None,
+        routes: Sequence[BaseRoute],
         limiter: RateLimiter | None = None,
         retry_after: int = 5,
     ) -> None:
@@ -101,10 +102,6 @@ class Authentication:
     def _compile(self) -> list[tuple[Any, frozenset[str], str]]:
         """(path regex, methods, template) per route, in the router's order."""
         routes = self._routes
-        if routes is None:
-            from datastorage.app import ROUTES  # the served routes; imported late (no cycle)
-
-            routes = ROUTES
         return [
             (route.path_regex, frozenset(route.methods or ()), route.path_format)
             for route in routes
@@ -160,31 +157,28 @@ class Authentication:
         """The problem answering a failed check; counted and logged (never with the token)."""
         if isinstance(exc, Unauthenticated):
             result, level = "unauthenticated", logging.DEBUG
-            problem = _problem(
+            problem = Problem(
                 401,
                 "unauthenticated",
-                "Authentication required",
                 f"{exc}: send Authorization: Bearer <a Kubernetes token>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         elif isinstance(exc, Forbidden):
             result, level, target = "denied", logging.INFO, exc.permission
-            problem = _problem(
+            problem = Problem(
                 403,
                 "forbidden",
-                "Permission denied",
                 str(exc),
-                verb=target.verb if target else None,
-                resource=(target.resource or target.non_resource_path) if target else None,
+                extra={
+                    "verb": target.verb if target else None,
+                    "resource": (target.resource or target.non_resource_path) if target else None,
+                },
             )
         else:
             result, level = "error", logging.WARNING
-            problem = _problem(
-                503,
-                "service-unavailable",
-                "Service temporarily unavailable",
+            problem = unavailable(
                 "the Kubernetes API cannot review this request right now; retry later",
-                headers={"Retry-After": str(self.retry_after)},
+                self.retry_after,
             )
         self._results[result].inc()
         log.log(level, "%d on %s %s: %s", problem.status, scope["method"], scope["path"], exc)
@@ -206,10 +200,9 @@ class Authentication:
             return
         RATE_LIMITED.inc()
         log.debug("429 for %s: %d units refused", username, cost)
-        raise _problem(
+        raise Problem(
             429,
             "rate-limited",
-            "Too many writes",
             f"{username} is over its write budget ({self.limiter.burst} events at once, "
             f"{self.limiter.rate:g} per second); retry in {admission.retry_after} s",
             headers=self.limiter.headers(admission),

@@ -9,6 +9,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from datastorage.auth.authenticator import Authenticator
+from datastorage.auth.ratelimit import RateLimiter
 from datastorage.http.validation import RequestValidator
 from datastorage.runtime import Runtime
 
@@ -18,6 +20,8 @@ class AppContext:
     runtime: Runtime
     validator: RequestValidator
     shutting_down: bool = False  # readiness answers 503 once set (SIGTERM)
+    authenticator: Authenticator | None = None  # DATASTORAGE_AUTH=kubernetes
+    limiter: RateLimiter | None = None  # the per-caller write budget, when configured
 
     @property
     def settings(self):

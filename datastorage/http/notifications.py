@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from datastorage.http.authentication import recorded_by
 from datastorage.http.body import read_json
 from datastorage.http.context import accepted_response, context, json_response
 
@@ -13,7 +14,7 @@ async def create_notification(request: Request) -> Response:
     ctx = context(request)
     body = await read_json(request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth)
     ctx.validator.body("createNotificationAudit", body)
-    outcome = await ctx.runtime.notifications.record(body)
+    outcome = await ctx.runtime.notifications.record(body, recorded_by(request.scope))
     stored = outcome.records[0]
     if outcome.status == "queued":
         ids = {"id": stored["id"], "notification_id": stored["notification_id"]}

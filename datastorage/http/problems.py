@@ -20,6 +20,9 @@ _TITLES = {
     "method-not-allowed": "Method not allowed",
     "service-unavailable": "Service temporarily unavailable",
     "internal-error": "Internal server error",
+    "unauthenticated": "Authentication required",
+    "forbidden": "Permission denied",
+    "rate-limited": "Too many writes",
 }
 
 

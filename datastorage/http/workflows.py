@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from datastorage.domain.lifecycle import immutable_fields
 from datastorage.http.audit import parse_uuid_path
+from datastorage.http.authentication import recorded_by
 from datastorage.http.body import read_json
 from datastorage.http.context import AppContext, context, json_response
 from datastorage.http.problems import not_found
@@ -46,7 +47,7 @@ async def _optional_body(request: Request, ctx: AppContext) -> Any:
 async def create_workflow(request: Request) -> Response:
     ctx = context(request)
     body = await _body(request, ctx)
-    stored = await ctx.runtime.catalog.create(body)
+    stored = await ctx.runtime.catalog.create(body, recorded_by=recorded_by(request.scope))
     return json_response(stored, 201)
 
 
@@ -87,7 +88,8 @@ async def update_workflow(request: Request) -> Response:
     immutable = immutable_fields(body)
     if immutable:
         raise ImmutableFields(immutable)
-    return json_response(await ctx.runtime.catalog.update(workflow_id, body))
+    caller = recorded_by(request.scope)
+    return json_response(await ctx.runtime.catalog.update(workflow_id, body, recorded_by=caller))
 
 
 async def disable_workflow(request: Request) -> Response:
@@ -97,7 +99,10 @@ async def disable_workflow(request: Request) -> Response:
     if not isinstance(body, dict):  # the catalog validates the fields; this is about shape
         ctx.validator.body("disableWorkflow", body)
     stored = await ctx.runtime.catalog.disable(
-        workflow_id, reason=body.get("reason"), updated_by=body.get("updated_by")
+        workflow_id,
+        reason=body.get("reason"),
+        updated_by=body.get("updated_by"),
+        recorded_by=recorded_by(request.scope),
     )
     return json_response(stored)
 
@@ -106,4 +111,5 @@ async def search_workflows(request: Request) -> Response:
     ctx = context(request)
     body = await _body(request, ctx)
     # The catalog records the search audit event through Runtime.spawn, after this response.
-    return json_response(await ctx.runtime.catalog.search(body))
+    caller = recorded_by(request.scope)
+    return json_response(await ctx.runtime.catalog.search(body, recorded_by=caller))

@@ -87,18 +87,22 @@ class AuditService:
 
     # -- rules --------------------------------------------------------------------------------
 
-    def event_from(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The stored form of an event the service writes itself (catalog self-audit)."""
-        event = normalize_event(body, self.bounds, dt.datetime.now(dt.UTC))
+    def event_from(self, body: dict[str, Any], recorded_by: str | None = None) -> dict[str, Any]:
+        """The stored form of an event the service writes itself (catalog self-audit) on
+        behalf of the caller `recorded_by`."""
+        event = normalize_event(body, self.bounds, dt.datetime.now(dt.UTC), "", recorded_by)
         if event["event_type"] not in EVENT_TYPES:
             UNKNOWN_EVENT_TYPES.labels(event["event_category"]).inc()
         return event
 
-    def accept(self, body: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        """The stored form of a client's event (schema already checked), or `InvalidInput`."""
+    def accept(
+        self, body: dict[str, Any], prefix: str = "", recorded_by: str | None = None
+    ) -> dict[str, Any]:
+        """The stored form of a client's event (schema already checked), or `InvalidInput`.
+        `recorded_by`: the authenticated caller (None with auth off)."""
         errors = self._event_data_errors(body, prefix)
         try:
-            event = normalize_event(body, self.bounds, dt.datetime.now(dt.UTC), prefix)
+            event = normalize_event(body, self.bounds, dt.datetime.now(dt.UTC), prefix, recorded_by)
         except EventRuleError as exc:
             for field in exc.field_errors:
                 count_failure(field, "rule")
@@ -119,9 +123,9 @@ class AuditService:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def record(self, body: dict[str, Any]) -> Outcome:
+    async def record(self, body: dict[str, Any], recorded_by: str | None = None) -> Outcome:
         """One client event. Raises `InvalidInput`, `EventConflict` or `WriteUnavailable`."""
-        event = self.accept(body)
+        event = self.accept(body, recorded_by=recorded_by)
         try:
             return await self.record_event(event, client_id=bool(body.get("event_id")))
         except audit_writes.UnknownParent as exc:
@@ -143,7 +147,12 @@ class AuditService:
         return Outcome("created", [result.event])
 
     async def record_batch(
-        self, items: list[Any], *, item_errors: ItemErrors, batch_errors: BatchErrors
+        self,
+        items: list[Any],
+        *,
+        item_errors: ItemErrors,
+        batch_errors: BatchErrors,
+        recorded_by: str | None = None,
     ) -> Outcome:
         """A batch, atomically: every item stored (or queued), or none and every failing field
         named (`InvalidInput`), or `BatchConflict`, `WriteUnavailable`."""
@@ -154,8 +163,8 @@ class AuditService:
             isinstance(item, dict) and "event_id" not in item and "parent_event_id" not in item
             for item in items
         ):
-            return await self._record_stream(_StreamedBatch(self, items, item_errors))
-        events, client_ids = self._accept_all(items, batch_errors(items))
+            return await self._record_stream(_StreamedBatch(self, items, item_errors, recorded_by))
+        events, client_ids = self._accept_all(items, batch_errors(items), recorded_by)
         try:
             result = await self.writer.write(
                 AUDIT_KIND, lambda: self._insert_batch(events, client_ids), lambda: events
@@ -177,7 +186,7 @@ class AuditService:
         return Outcome("created" if inserted else "duplicate", events)
 
     def _accept_all(
-        self, items: list[Any], errors: dict[str, str]
+        self, items: list[Any], errors: dict[str, str], recorded_by: str | None
     ) -> tuple[list[dict[str, Any]], set[str]]:
         events: list[dict[str, Any]] = []
         client_ids: set[str] = set()
@@ -187,7 +196,7 @@ class AuditService:
             if errors and any(key.startswith(prefix) or key == f"[{index}]" for key in errors):
                 continue
             try:
-                event = self.accept(item, prefix)
+                event = self.accept(item, prefix, recorded_by)
             except InvalidInput as exc:
                 errors.update(exc.field_errors)
                 continue
@@ -303,10 +312,17 @@ class _StreamedBatch:
     consumes them; iterating again replays the ones already made (the store re-reads it after
     creating a missing partition)."""
 
-    def __init__(self, service: AuditService, items: list[Any], item_errors: ItemErrors) -> None:
+    def __init__(
+        self,
+        service: AuditService,
+        items: list[Any],
+        item_errors: ItemErrors,
+        recorded_by: str | None,
+    ) -> None:
         self.service = service
         self.items = items
         self.item_errors = item_errors
+        self.recorded_by = recorded_by
         self.events: list[dict[str, Any]] = []
         self.errors: dict[str, str] = {}
         self._next = 0
@@ -322,7 +338,7 @@ class _StreamedBatch:
                 self.errors.update(errors)
                 continue
             try:
-                event = self.service.accept(item, f"[{index}].")
+                event = self.service.accept(item, f"[{index}].", self.recorded_by)
             except InvalidInput as exc:
                 self.errors.update(exc.field_errors)
                 continue

@@ -163,7 +163,9 @@ class Catalog:
 
     # -- versions -----------------------------------------------------------------------------
 
-    async def create(self, spec: dict, *, created_by: str | None = None) -> dict:
+    async def create(
+        self, spec: dict, *, created_by: str | None = None, recorded_by: str | None = None
+    ) -> dict:
         # created_by is validated with the body so the argument obeys the same length limit.
         self._validate(
             "createWorkflow", spec if created_by is None else {**spec, "created_by": created_by}
@@ -191,6 +193,7 @@ class Catalog:
                     "is_latest_version": row["is_latest_version"],
                     "created_by": row["created_by"],
                 },
+                recorded_by,
             )
         self._count_event()
         return store.row_to_api(row)
@@ -229,7 +232,9 @@ class Catalog:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def update(self, workflow_id: str, patch: dict) -> dict:
+    async def update(
+        self, workflow_id: str, patch: dict, *, recorded_by: str | None = None
+    ) -> dict:
         immutable = lifecycle.immutable_fields(patch)
         if immutable:
             raise ImmutableFields(immutable)
@@ -244,13 +249,18 @@ class Catalog:
                 return store.row_to_api(row)
             updated = await store.update_workflow(conn, key, changes)
             await self._record_change(
-                conn, "updated", updated, {"changes": changed_fields(row, updated)}
+                conn, "updated", updated, {"changes": changed_fields(row, updated)}, recorded_by
             )
         self._count_event()
         return store.row_to_api(updated)
 
     async def disable(
-        self, workflow_id: str, *, reason: str | None, updated_by: str | None
+        self,
+        workflow_id: str,
+        *,
+        reason: str | None,
+        updated_by: str | None,
+        recorded_by: str | None = None,
     ) -> dict:
         self._validate("disableWorkflow", {"reason": reason, "updated_by": updated_by})
         key = _workflow_uuid(workflow_id)
@@ -274,13 +284,20 @@ class Catalog:
                     "disabled_by": updated["disabled_by"],
                     "changes": changed_fields(row, updated),
                 },
+                recorded_by,
             )
         self._count_event()
         return store.row_to_api(updated)
 
     # -- search -------------------------------------------------------------------------------
 
-    async def search(self, request: dict, *, remediation_id: str | None = None) -> dict:
+    async def search(
+        self,
+        request: dict,
+        *,
+        remediation_id: str | None = None,
+        recorded_by: str | None = None,
+    ) -> dict:
         """Rank the candidates (SPEC §6.1) and record the search in the background."""
         started = time.perf_counter()
         self._validate("searchWorkflows", request)
@@ -311,7 +328,8 @@ class Catalog:
                 response,
                 duration_ms,
                 remediation_id or request.get("remediation_id"),
-            )
+            ),
+            recorded_by,
         )
         self._spawn(self._write_search_event(event))
         return response
@@ -333,10 +351,17 @@ class Catalog:
             raise InvalidWorkflow(errors)
 
     async def _record_change(
-        self, conn: Any, action: str, row: Mapping[str, Any], data: dict[str, Any]
+        self,
+        conn: Any,
+        action: str,
+        row: Mapping[str, Any],
+        data: dict[str, Any],
+        recorded_by: str | None,
     ) -> None:
-        """Insert the self-audit event in the caller's transaction (committed with the change)."""
-        event = self.audit.event_from(change_event_body(action, row, data))
+        """Insert the self-audit event in the caller's transaction (committed with the change);
+        `recorded_by` is the authenticated caller who asked for the change (None for the
+        operator, which no request reviewed)."""
+        event = self.audit.event_from(change_event_body(action, row, data), recorded_by)
         # Make sure the month exists before inserting: a failed insert would abort the
         # catalog transaction, so the write path's create-and-retry cannot run here.
         month = partitions.month_of(dt.date.fromisoformat(event["event_date"]))

@@ -23,8 +23,9 @@ class NotificationService:
         self.db = db
         self.writer = writer
 
-    def accept(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The stored form of a record (schema already checked), or `InvalidInput`."""
+    def accept(self, body: dict[str, Any], recorded_by: str | None = None) -> dict[str, Any]:
+        """The stored form of a record (schema already checked), or `InvalidInput`.
+        `recorded_by`: the authenticated caller, never a body field."""
         try:
             sent_at = parse_timestamp(body["sent_at"])
         except ValueError as exc:
@@ -40,11 +41,12 @@ class NotificationService:
             **{k: body.get(k) for k in notifications.FIELDS},
             "sent_at": sent_at.isoformat(),
             "id": str(uuid.uuid4()),
+            "recorded_by": recorded_by,
         }
 
-    async def record(self, body: dict[str, Any]) -> Outcome:
+    async def record(self, body: dict[str, Any], recorded_by: str | None = None) -> Outcome:
         """Raises `InvalidInput`, `store.errors.Conflict` or `WriteUnavailable`."""
-        record = self.accept(body)
+        record = self.accept(body, recorded_by)
 
         async def insert() -> dict[str, Any]:
             async with self.db.connection() as conn:

@@ -38,6 +38,7 @@ EQUALITY_FILTERS = (
     "namespace",
     "cluster_name",
     "parent_event_id",
+    "recorded_by",
 )
 
 

@@ -45,7 +45,10 @@ async def replay_events(
     on_partition_created: Any = None,
 ) -> None:
     """Idempotent bulk insert for DLQ replay, one transaction, keyed by (event_id, event_date).
-    A parent that is not stored leaves parent_event_date empty rather than failing."""
+    A parent that is not stored leaves parent_event_date empty rather than failing. A record
+    queued by a version without recorded_by stores NULL there."""
+    for event in events:
+        event.setdefault("recorded_by", None)
     async with conn.transaction():
         await attach_parent_dates(conn, events, strict=False)
         try:

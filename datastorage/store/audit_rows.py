@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from datastorage.domain.events import format_timestamp
 
-# (column, API name) in table order.
+# (column, API name) in table order (recorded_by, added later, is last but created_at).
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_id", "event_id"),
     ("event_version", "version"),
@@ -49,6 +49,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_data", "event_data"),
     ("retention_days", "retention_days"),
     ("is_sensitive", "is_sensitive"),
+    ("recorded_by", "recorded_by"),
 )
 COLUMN_NAMES = [column for column, _ in COLUMNS]
 SELECT_LIST = sql.SQL(", ").join(

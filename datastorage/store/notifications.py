@@ -24,10 +24,13 @@ FIELDS = (
     "error_message",
     "escalation_level",
 )
-_RETURNED = ("id", *FIELDS, "created_at", "updated_at")
+# Set by the server, never read from a request: the authenticated caller (SPEC §11).
+SERVER_FIELDS = ("recorded_by",)
+_WRITTEN = ("id", *FIELDS, *SERVER_FIELDS)
+_RETURNED = (*_WRITTEN, "created_at", "updated_at")
 _RETURNING = sql.SQL(", ").join(sql.Identifier(c) for c in _RETURNED)
-_COLS = sql.SQL(", ").join(sql.Identifier(c) for c in ("id", *FIELDS))
-_VALS = sql.SQL(", ").join(sql.Placeholder() * (len(FIELDS) + 1))
+_COLS = sql.SQL(", ").join(sql.Identifier(c) for c in _WRITTEN)
+_VALS = sql.SQL(", ").join(sql.Placeholder() * len(_WRITTEN))
 _INSERT = sql.SQL("INSERT INTO notification_audit ({cols}) VALUES ({vals}) RETURNING {ret}").format(
     cols=_COLS, vals=_VALS, ret=_RETURNING
 )
@@ -48,8 +51,9 @@ def _to_api(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _values(record: dict[str, Any]) -> list[Any]:
-    """(id, *FIELDS) — the id is chosen by the server before the first attempt."""
-    values = [record["id"], *(record.get(f) for f in FIELDS)]
+    """(id, *FIELDS, *SERVER_FIELDS) — the id is chosen by the server before the first
+    attempt; a record queued by an older version has no recorded_by (NULL)."""
+    values = [record["id"], *(record.get(f) for f in (*FIELDS, *SERVER_FIELDS))]
     values[1 + FIELDS.index("escalation_level")] = record.get("escalation_level") or 0
     return values
 
@@ -73,7 +77,7 @@ async def list_notifications(
     conn: AsyncConnection, filters: dict[str, Any], limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     clauses, params = [], []
-    for name in ("remediation_id", "notification_id", "status"):
+    for name in ("remediation_id", "notification_id", "status", "recorded_by"):
         if filters.get(name) is not None:
             clauses.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
             params.append(filters[name])

@@ -1,29 +1,30 @@
-"""Authentication and authorization against a Kubernetes API stand-in over real HTTP (SPEC §11).
+"""Authentication and authorization of the real application against a Kubernetes API stand-in
+reached over real HTTP through a kubeconfig (SPEC §11, acceptance 1, 2, 3 and 5 of the auth
+issue).
 
-The stand-in is reached through a kubeconfig file, exactly as the server reaches a cluster with
-`KUBECONFIG`; the guarded app is the application's route table behind the `Authentication`
-middleware. Call counts on the stand-in show what the caches saved.
+The application is `create_app` as `datastorage serve` builds it, served in-process with its
+lifespan, on this worker's PostgreSQL. Call counts on the stand-in show what the caches saved;
+what was stored (and by whom) is read back with SQL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import uuid
 
-import httpx
 import pytest
-from auth_support import ManualClock, guarded_app, jwt_with_exp
+from auth_support import ManualClock, auth_settings, bearer, jwt_with_exp, serving
 from kube_api_standin import Grant, KubeApiStandin, User
+from support import make_event, make_notification
 
-from datastorage.auth.authenticator import Authenticator
-from datastorage.auth.permissions import PERMISSIONS
-from datastorage.auth.ratelimit import RateLimiter
-from datastorage.config import load_settings
+from datastorage.auth.permissions import OPEN_PATHS, permission_for
 
 AUDIENCE = "datastorage"
 NAMESPACE = "team-a"
 WRITER = "system:serviceaccount:team-a:gateway"
-EVENT = {"event_type": "gateway.signal.received", "event_data": {}}
+EVENTS = "/api/v1/audit/events"
+BATCH = "/api/v1/audit/events/batch"
+NOTIFICATIONS = "/api/v1/audit/notifications"
 
 
 @pytest.fixture()
@@ -51,92 +52,102 @@ def standin(tmp_path):
     api.stop()
 
 
-def authenticator_for(standin: KubeApiStandin, clock: ManualClock | None = None, **env: str):
-    settings = load_settings(
-        {
-            "DATASTORAGE_AUTH": "kubernetes",
-            "KUBECONFIG": str(standin.kubeconfig),
-            "DATASTORAGE_AUTH_AUDIENCES": AUDIENCE,
-            **env,
-        }
+@pytest.fixture()
+def correlation():
+    """This test's correlation id: what it stored is told apart from other tests' rows."""
+    return f"auth-{uuid.uuid4()}"
+
+
+def run(standin, database_url, scenario, *, clock=None, tmp_path=None, **env):
+    """Runs `scenario(client)` against the real app asking `standin`."""
+    if tmp_path is not None:
+        env.setdefault("DATASTORAGE_DLQ_URL", f"file://{tmp_path / 'spool'}")
+    settings = auth_settings(
+        database_url, standin.kubeconfig, DATASTORAGE_AUTH_AUDIENCES=AUDIENCE, **env
     )
-    clocks = {"clock": clock, "wall_clock": clock} if clock else {}
-    return Authenticator.from_settings(settings, **clocks)
-
-
-def run(standin, scenario, *, clock=None, limiter=None, **env):
-    """Runs `scenario(client, handled)` against a fresh guarded app."""
 
     async def main():
-        authenticator = authenticator_for(standin, clock, **env)
-        app, handled = guarded_app(authenticator, limiter)
-        transport = httpx.ASGITransport(app=app)
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://ds") as client:
-                return await scenario(client, handled)
-        finally:
-            await authenticator.aclose()
+        async with serving(settings, clock) as client:
+            return await scenario(client)
 
     return asyncio.run(main())
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def stored_by(db, correlation: str) -> dict[str | None, int]:
+    """recorded_by -> rows of this test's events."""
+    rows = db.execute(
+        "SELECT recorded_by, count(*) FROM audit_events WHERE correlation_id = %s GROUP BY 1",
+        (correlation,),
+    ).fetchall()
+    return dict(rows)
 
 
 # Acceptance 1: who gets in.
 
 
-def test_missing_unknown_and_wrong_audience_tokens_get_401_with_www_authenticate(standin):
-    async def scenario(client, handled):
-        answers = [
-            await client.post("/api/v1/audit/events", json=EVENT),
-            await client.post("/api/v1/audit/events", json=EVENT, headers=bearer("no-such")),
-            await client.get("/api/v1/audit/events", headers=bearer("elsewhere-token")),
-            await client.get("/api/v1/audit/events", headers={"Authorization": "Basic eDp5"}),
-        ]
-        return answers, handled
+def test_missing_unknown_and_wrong_audience_tokens_get_401_with_www_authenticate(
+    standin, database_url, db, correlation
+):
+    event = make_event(correlation_id=correlation)
 
-    answers, handled = run(standin, scenario)
-    for response in answers:
+    async def scenario(client):
+        return [
+            await client.post(EVENTS, json=event),
+            await client.post(EVENTS, json=event, headers=bearer("no-such")),
+            await client.get(EVENTS, headers=bearer("elsewhere-token")),
+            await client.get(EVENTS, headers={"Authorization": "Basic eDp5"}),
+        ]
+
+    for response in run(standin, database_url, scenario):
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["type"].endswith("/unauthenticated")
-    assert handled.calls == []
+        problem = response.json()
+        assert problem["type"].endswith("/unauthenticated")
+        assert problem["title"] == "Authentication required"
+        assert response.headers["X-Request-Id"]  # inside the request context
+    assert stored_by(db, correlation) == {}
     assert standin.token_audiences == [[AUDIENCE], [AUDIENCE]]  # no token: no review at all
 
 
-def test_a_token_for_other_audiences_is_refused_even_if_the_api_server_accepts_it(standin):
+def test_a_token_for_other_audiences_is_refused_even_if_the_api_server_accepts_it(
+    standin, database_url
+):
     standin.honour_audiences = False
 
-    async def scenario(client, handled):
-        return await client.get("/api/v1/audit/events", headers=bearer("elsewhere-token"))
+    async def scenario(client):
+        return await client.get(EVENTS, headers=bearer("elsewhere-token"))
 
-    response = run(standin, scenario)
-    assert response.status_code == 401
+    assert run(standin, database_url, scenario).status_code == 401
     assert standin.token_reviews == 1
 
 
-def test_a_user_without_rbac_gets_403_naming_verb_and_resource(standin):
-    async def scenario(client, handled):
-        return await client.post("/api/v1/audit/events", json=EVENT, headers=bearer("nobody-token"))
+def test_a_user_without_rbac_gets_403_naming_verb_and_resource(
+    standin, database_url, db, correlation
+):
+    async def scenario(client):
+        event = make_event(correlation_id=correlation)
+        return await client.post(EVENTS, json=event, headers=bearer("nobody-token"))
 
-    response = run(standin, scenario)
+    response = run(standin, database_url, scenario)
     assert response.status_code == 403
     problem = response.json()
-    assert problem["type"].endswith("/forbidden")
+    assert problem["type"].endswith("/forbidden") and problem["title"] == "Permission denied"
     assert (problem["verb"], problem["resource"]) == ("create", "auditevents")
     assert "create auditevents" in problem["detail"] and "nobody" in problem["detail"]
+    assert stored_by(db, correlation) == {}
 
 
-def test_permission_bound_only_to_a_group_of_the_caller_is_enough(standin):
-    async def scenario(client, handled):
-        return await client.post("/api/v1/audit/events", json=EVENT, headers=bearer("writer-token"))
+def test_permission_bound_only_to_a_group_of_the_caller_is_enough(
+    standin, database_url, db, correlation
+):
+    async def scenario(client):
+        event = make_event(correlation_id=correlation)
+        return await client.post(EVENTS, json=event, headers=bearer("writer-token"))
 
-    response = run(standin, scenario)
+    response = run(standin, database_url, scenario)
     assert response.status_code == 201
-    assert response.json() == {"recorded_by": WRITER}
+    assert stored_by(db, correlation) == {WRITER: 1}
     (spec,) = standin.access_specs
     assert spec["user"] == WRITER and spec["uid"] == "6a1c-writer"
     assert spec["groups"] == ["system:serviceaccounts", "system:serviceaccounts:team-a"]
@@ -151,12 +162,30 @@ def test_permission_bound_only_to_a_group_of_the_caller_is_enough(standin):
 
 
 def _concrete(template: str) -> str:
-    return re.sub(r"\{[^}]*\}", "x-42", template)
+    """A request path for a template: a well-formed id in every parameter."""
+    for name in ("{event_id}", "{workflow_id}", "{correlation_id}", "{workflow_name}"):
+        template = template.replace(name, str(uuid.uuid4()))
+    return template
 
 
-def test_each_row_of_the_permission_table_needs_exactly_its_permission(standin):
-    rows = sorted(PERMISSIONS.items())
-    for index, (_, permission) in enumerate(rows):
+def test_each_served_route_needs_exactly_its_permission(standin, database_url):
+    """Every operation of the served OpenAPI document: the holder of exactly the permission
+    of the table gets past authorization (whatever the handler then answers), anybody with
+    every other verb gets 403, and the access review asked for that permission."""
+
+    async def routes(client):
+        document = (await client.get("/openapi.json")).json()
+        return [
+            (method.upper(), path)
+            for path, operations in document["paths"].items()
+            for method in operations
+            if path not in OPEN_PATHS
+        ]
+
+    served = run(standin, database_url, routes)
+    assert ("POST", EVENTS) in served and ("GET", "/metrics") in served
+    for index, (method, template) in enumerate(served):
+        permission = permission_for(method, template)
         granted, other = f"granted-{index}", f"other-{index}"
         for name in (granted, other):
             standin.add_token(f"{name}-token", User(name, audiences=(AUDIENCE,)))
@@ -174,101 +203,145 @@ def test_each_row_of_the_permission_table_needs_exactly_its_permission(standin):
             verbs = tuple({"get", "list", "create", "update", "delete"} - {permission.verb})
             standin.grant(f"user:{other}", Grant(verbs, ("*",)))
 
-    async def scenario(client, handled):
+    async def scenario(client):
         outcomes = []
-        for index, ((method, template), _) in enumerate(rows):
+        for index, (method, template) in enumerate(served):
             path = _concrete(template)
-            body = [] if path.endswith("/batch") else None
-            for name in (f"granted-{index}", f"other-{index}"):
+            body = [] if path.endswith("/batch") else {} if method != "GET" else None
+            for role in ("granted", "other"):
+                standin.access_specs.clear()
                 response = await client.request(
-                    method, path, json=body, headers=bearer(f"{name}-token")
+                    method, path, json=body, headers=bearer(f"{role}-{index}-token")
                 )
-                outcomes.append((method, template, name.split("-")[0], response.status_code))
+                (spec,) = standin.access_specs
+                attributes = spec.get("resourceAttributes") or spec["nonResourceAttributes"]
+                asked = (attributes["verb"], attributes.get("resource") or attributes["path"])
+                outcomes.append((method, template, role, response.status_code, asked))
         return outcomes
 
-    outcomes = run(standin, scenario)
+    outcomes = run(standin, database_url, scenario)
     wrong = [
         o
         for o in outcomes
-        if (o[2] == "granted" and o[3] not in (200, 201)) or (o[2] == "other" and o[3] != 403)
+        if (o[2] == "granted" and o[3] in (401, 403, 503)) or (o[2] == "other" and o[3] != 403)
     ]
     assert wrong == []
-    assert len(outcomes) == 2 * len(PERMISSIONS)
+    for method, template, _, _, asked in outcomes:
+        permission = permission_for(method, template)
+        assert asked == (permission.verb, permission.resource or permission.non_resource_path)
+    assert len(outcomes) == 2 * len(served)
 
 
-def test_probes_and_the_openapi_document_need_no_token(standin):
-    async def scenario(client, handled):
+def test_probes_and_the_openapi_document_need_no_token(standin, database_url):
+    async def scenario(client):
         paths = ("/health", "/health/live", "/health/ready", "/openapi.json", "/openapi.yaml")
         return [(await client.get(path)).status_code for path in paths]
 
-    assert run(standin, scenario) == [200] * 5
+    assert run(standin, database_url, scenario) == [200] * 5
     assert (standin.token_reviews, standin.access_reviews) == (0, 0)
 
 
-def test_metrics_is_authorized_as_a_non_resource_url(standin):
+def test_metrics_is_authorized_as_a_non_resource_url(standin, database_url):
     standin.add_token("scraper-token", User("prometheus", audiences=(AUDIENCE,)))
     standin.grant("user:prometheus", Grant(("get",), non_resource_urls=("/metrics",)))
 
-    async def scenario(client, handled):
+    async def scenario(client):
         return (
             await client.get("/metrics", headers=bearer("scraper-token")),
             await client.get("/metrics", headers=bearer("writer-token")),
         )
 
-    scraper, writer = run(standin, scenario)
+    scraper, writer = run(standin, database_url, scenario)
     assert (scraper.status_code, writer.status_code) == (200, 403)
+    assert "datastorage_auth_requests_total" in scraper.text
     assert standin.access_specs[0]["nonResourceAttributes"] == {"path": "/metrics", "verb": "get"}
     assert "resourceAttributes" not in standin.access_specs[0]
+
+
+def test_cors_preflight_is_answered_without_a_token(standin, database_url):
+    async def scenario(client):
+        return await client.options(
+            EVENTS,
+            headers={
+                "Origin": "https://console.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+
+    response = run(
+        standin,
+        database_url,
+        scenario,
+        DATASTORAGE_CORS_ALLOW_ORIGINS="https://console.example",
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://console.example"
+    assert "authorization" in response.headers["access-control-allow-headers"].lower()
+    assert standin.token_reviews == 0
 
 
 # Acceptance 2: what the caches save.
 
 
-def test_a_thousand_requests_cost_one_token_review_and_one_access_review_per_permission(standin):
+def test_a_thousand_requests_cost_one_token_review_and_one_access_review_per_permission(
+    standin, database_url, db, correlation
+):
     requests = [
-        ("GET", "/api/v1/audit/events", None),
-        ("GET", "/api/v1/audit/event-types", None),  # list auditevents again: no new review
-        ("POST", "/api/v1/audit/events", EVENT),
-        ("POST", "/api/v1/audit/events/batch", [EVENT]),  # create auditevents again
-        ("POST", "/api/v1/audit/notifications", {}),
+        lambda: ("GET", EVENTS, None),
+        lambda: ("GET", "/api/v1/audit/event-types", None),  # list auditevents: no new review
+        lambda: ("POST", EVENTS, make_event(correlation_id=correlation)),
+        lambda: ("POST", BATCH, [make_event(correlation_id=correlation)]),  # create again
+        lambda: ("POST", NOTIFICATIONS, make_notification(remediation_id=correlation)),
     ]
 
-    async def scenario(client, handled):
+    async def scenario(client):
         statuses = set()
         for index in range(1000):
-            method, path, body = requests[index % len(requests)]
-            response = await client.request(method, path, json=body, headers=bearer("writer-token"))
+            method, path, body = requests[index % len(requests)]()
+            params = {"correlation_id": correlation, "limit": 1} if method == "GET" else None
+            response = await client.request(
+                method, path, json=body, params=params, headers=bearer("writer-token")
+            )
             statuses.add(response.status_code)
         return statuses
 
-    assert run(standin, scenario) == {200, 201}
+    assert run(standin, database_url, scenario) == {200, 201}
     assert standin.token_reviews == 1
     # (list, auditevents), (create, auditevents), (create, notifications)
     assert standin.access_reviews == 3
+    assert stored_by(db, correlation) == {WRITER: 400}
 
 
-def test_fifty_concurrent_first_requests_with_a_new_token_share_one_token_review(standin):
+def test_fifty_concurrent_first_requests_with_a_new_token_share_one_token_review(
+    standin, database_url, db, correlation
+):
     standin.delay = 0.3  # every review is still in flight when the others arrive
 
-    async def scenario(client, handled):
+    async def scenario(client):
         return await asyncio.gather(
             *(
-                client.post("/api/v1/audit/events", json=EVENT, headers=bearer("writer-token"))
+                client.post(
+                    EVENTS,
+                    json=make_event(correlation_id=correlation),
+                    headers=bearer("writer-token"),
+                )
                 for _ in range(50)
             )
         )
 
-    responses = run(standin, scenario)
+    responses = run(standin, database_url, scenario)
     assert [r.status_code for r in responses] == [201] * 50
     assert (standin.token_reviews, standin.access_reviews) == (1, 1)
+    assert stored_by(db, correlation) == {WRITER: 50}
 
 
-def test_a_denial_is_checked_again_only_after_the_denied_ttl(standin):
+def test_a_denial_is_checked_again_only_after_the_denied_ttl(standin, database_url):
     clock = ManualClock()
 
-    async def scenario(client, handled):
+    async def scenario(client):
         async def attempt():
-            response = await client.get("/api/v1/audit/events", headers=bearer("nobody-token"))
+            response = await client.get(EVENTS, headers=bearer("nobody-token"))
             return response.status_code, standin.access_reviews
 
         seen = [await attempt(), await attempt()]
@@ -278,19 +351,24 @@ def test_a_denial_is_checked_again_only_after_the_denied_ttl(standin):
         seen.append(await attempt())
         return seen
 
-    assert run(standin, scenario, clock=clock) == [(403, 1), (403, 1), (403, 1), (403, 2)]
+    assert run(standin, database_url, scenario, clock=clock) == [
+        (403, 1),
+        (403, 1),
+        (403, 1),
+        (403, 2),
+    ]
 
 
-def test_tokens_are_reviewed_again_after_the_token_ttl_or_their_own_exp(standin):
+def test_tokens_are_reviewed_again_after_the_token_ttl_or_their_own_exp(standin, database_url):
     clock = ManualClock()
     short = jwt_with_exp(clock.now + 10, "short-lived")
     standin.add_token(
         short, User(WRITER, groups=("system:serviceaccounts:team-a",), audiences=(AUDIENCE,))
     )
 
-    async def scenario(client, handled):
+    async def scenario(client):
         async def use(token):
-            response = await client.get("/api/v1/audit/events", headers=bearer(token))
+            response = await client.get(EVENTS, params={"limit": 1}, headers=bearer(token))
             assert response.status_code == 200
 
         await use("writer-token")
@@ -304,41 +382,46 @@ def test_tokens_are_reviewed_again_after_the_token_ttl_or_their_own_exp(standin)
         await use("writer-token")
         return before_ttl, after_exp, standin.token_reviews
 
-    assert run(standin, scenario, clock=clock) == (2, 3, 4)
+    assert run(standin, database_url, scenario, clock=clock) == (2, 3, 4)
 
 
-def test_a_failed_review_is_not_cached_and_is_retried_on_the_next_request(standin):
-    async def scenario(client, handled):
+def test_a_failed_review_is_not_cached_and_is_retried_on_the_next_request(
+    standin, database_url, db, correlation
+):
+    async def scenario(client):
+        def post():
+            event = make_event(correlation_id=correlation)
+            return client.post(EVENTS, json=event, headers=bearer("writer-token"))
+
         standin.fail_status = 500
-        failed = await client.post(
-            "/api/v1/audit/events", json=EVENT, headers=bearer("writer-token")
-        )
+        failed = await post()
         standin.fail_status = None
-        retried = await client.post(
-            "/api/v1/audit/events", json=EVENT, headers=bearer("writer-token")
-        )
-        return failed, retried, handled
+        return failed, await post()
 
-    failed, retried, handled = run(standin, scenario)
+    failed, retried = run(standin, database_url, scenario)
     assert failed.status_code == 503 and failed.headers["Retry-After"] == "5"
     assert retried.status_code == 201
     assert standin.token_reviews == 2
-    assert handled.by(WRITER) == 1
+    assert stored_by(db, correlation) == {WRITER: 1}
 
 
 # Acceptance 3: an API server outage.
 
 
-def test_api_server_outage_keeps_cached_allows_and_fails_closed_for_new_tokens(standin):
+def test_api_server_outage_keeps_cached_allows_and_fails_closed_for_new_tokens(
+    standin, database_url, db, correlation, tmp_path
+):
     standin.add_token(
         "new-writer-token",
         User("newcomer", groups=("system:serviceaccounts:team-a",), audiences=(AUDIENCE,)),
     )
+    standin.grant(f"user:{WRITER}", Grant(("get",), ("dlq",)))
     clock = ManualClock()
 
-    async def scenario(client, handled):
+    async def scenario(client):
         def post(token):
-            return client.post("/api/v1/audit/events", json=EVENT, headers=bearer(token))
+            event = make_event(correlation_id=correlation)
+            return client.post(EVENTS, json=event, headers=bearer(token))
 
         warm = await post("writer-token")
         standin.stop()
@@ -348,56 +431,66 @@ def test_api_server_outage_keeps_cached_allows_and_fails_closed_for_new_tokens(s
         expired = await post("writer-token")
         standin.start()
         back = await post("new-writer-token")
-        return warm, cached, new, expired, back, handled
+        dlq = await client.get("/api/v1/admin/dlq", headers=bearer("writer-token"))
+        return warm, cached, new, expired, back, dlq.json()
 
-    warm, cached, new, expired, back, handled = run(standin, scenario, clock=clock)
+    warm, cached, new, expired, back, dlq = run(
+        standin, database_url, scenario, clock=clock, tmp_path=tmp_path
+    )
     assert (warm.status_code, cached.status_code) == (201, 201)
     assert new.status_code == 503 and int(new.headers["Retry-After"]) > 0
     assert new.json()["type"].endswith("/service-unavailable")
     assert expired.status_code == 503
     assert back.status_code == 201
-    # The application saw the writer twice and the newcomer only once the API server was back.
-    assert handled.by(WRITER) == 2 and handled.by("newcomer") == 1
+    # The writer stored twice; the newcomer only once the API server was back; nothing queued.
+    assert stored_by(db, correlation) == {WRITER: 2, "newcomer": 1}
+    assert dlq["backend"] and all(stream["depth"] == 0 for stream in dlq["streams"])
 
 
 # Acceptance 5: the per-caller write budget.
 
 
-def test_a_caller_over_its_budget_gets_429_and_another_caller_is_unaffected(standin):
+def test_a_caller_over_its_budget_gets_429_and_another_caller_is_unaffected(
+    standin, database_url, db, correlation
+):
     standin.add_token(
         "second-writer-token",
         User("second", groups=("system:serviceaccounts:team-a",), audiences=(AUDIENCE,)),
     )
     clock = ManualClock()
-    limiter = RateLimiter(2, 3, clock=clock)
 
-    async def scenario(client, handled):
+    async def scenario(client):
         def post(token):
-            return client.post("/api/v1/audit/events", json=EVENT, headers=bearer(token))
+            event = make_event(correlation_id=correlation)
+            return client.post(EVENTS, json=event, headers=bearer(token))
+
+        def batch(size):
+            events = [make_event(correlation_id=correlation) for _ in range(size)]
+            return client.post(BATCH, json=events, headers=bearer("writer-token"))
 
         first = [await post("writer-token") for _ in range(3)]
         refused = await post("writer-token")
         other = await post("second-writer-token")
         clock.advance(1)  # two units back
-        batch = await client.post(
-            "/api/v1/audit/events/batch", json=[EVENT, EVENT], headers=bearer("writer-token")
-        )
-        big = await client.post(
-            "/api/v1/audit/events/batch", json=[EVENT] * 3, headers=bearer("writer-token")
-        )
-        return first, refused, other, batch, big, handled
+        return first, refused, other, await batch(2), await batch(3)
 
-    first, refused, other, batch, big, handled = run(
-        standin, scenario, clock=clock, limiter=limiter
+    first, refused, other, batch, big = run(
+        standin,
+        database_url,
+        scenario,
+        clock=clock,
+        DATASTORAGE_RATE_LIMIT_EVENTS="2",
+        DATASTORAGE_RATE_LIMIT_BURST="3",
     )
     assert [r.status_code for r in first] == [201] * 3
     assert refused.status_code == 429
-    assert refused.json()["type"].endswith("/rate-limited")
+    problem = refused.json()
+    assert problem["type"].endswith("/rate-limited") and problem["title"] == "Too many writes"
     assert refused.headers["Retry-After"] == "1"
     assert refused.headers["RateLimit-Policy"] == '"writes";q=3;w=2'
     assert refused.headers["RateLimit"] == '"writes";r=0;t=1'
     assert other.status_code == 201
     assert batch.status_code == 201
     assert big.status_code == 429 and big.headers["Retry-After"] == "2"
-    # Nothing of the refused requests reached the application.
-    assert handled.by(WRITER) == 4 and handled.by("second") == 1
+    # Nothing of the refused requests was stored: 3 singles and one batch of 2.
+    assert stored_by(db, correlation) == {WRITER: 5, "second": 1}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,7 +39,9 @@ def test_dev_starts_its_own_database_serves_and_stops_on_ctrl_c(tmp_path):
             params={"correlation_id": body["correlation_id"], "order": "asc"},
         )
         assert [e["event_id"] for e in timeline.json()["data"]] == [created.json()["event_id"]]
-        assert "curl" in log.read_text() and f":{port}" in log.read_text()
+        banner = log.read_text()
+        assert "curl" in banner and f":{port}" in banner
+        assert re.search(r"^  auth: +none$", banner, re.MULTILINE)  # open: said so up front
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)

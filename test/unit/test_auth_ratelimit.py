@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from auth_support import ManualClock
 
 from datastorage.auth.ratelimit import RateLimiter, limiter_from_settings
-from datastorage.config import load_settings
+from datastorage.config import ConfigError, load_settings
 
 
 def test_burst_then_refill_at_the_rate():
@@ -61,10 +62,19 @@ def test_burst_defaults_to_one_second_worth_and_zero_rate_is_off():
     assert limiter_from_settings(load_settings({})) is None
     limiter = limiter_from_settings(
         load_settings(
-            {"DATASTORAGE_RATE_LIMIT_EVENTS": "100", "DATASTORAGE_RATE_LIMIT_BURST": "500"}
+            {
+                "DATASTORAGE_AUTH": "kubernetes",
+                "DATASTORAGE_RATE_LIMIT_EVENTS": "100",
+                "DATASTORAGE_RATE_LIMIT_BURST": "500",
+            }
         )
     )
     assert limiter is not None and (limiter.rate, limiter.burst) == (100, 500)
+
+
+def test_a_limit_without_authentication_is_a_configuration_error():
+    with pytest.raises(ConfigError, match="DATASTORAGE_RATE_LIMIT_EVENTS.*DATASTORAGE_AUTH"):
+        load_settings({"DATASTORAGE_RATE_LIMIT_EVENTS": "100"})
 
 
 def test_tracked_callers_are_bounded():

@@ -52,6 +52,8 @@ def test_every_setting_is_read_from_its_environment_variable():
         env = {setting.env: raw}
         if setting.field == "db_pool_min":
             env["DATASTORAGE_DB_POOL_MAX"] = "30"
+        if setting.field == "rate_limit_events":
+            env["DATASTORAGE_AUTH"] = "kubernetes"  # the limit is per authenticated caller
         value = getattr(load_settings(env), setting.field)
         assert value != default, setting.env
 
