@@ -116,6 +116,9 @@ app.kubernetes.io/part-of: kubernaut
 {{- if gt (int .Values.config.dbPool.min) (int .Values.config.dbPool.max) }}
 {{- fail "config.dbPool.min must not exceed config.dbPool.max" }}
 {{- end }}
+{{- if and (ne .Values.auth.mode "kubernetes") (gt (float64 .Values.auth.rateLimit.eventsPerSecond) 0.0) }}
+{{- fail "auth.rateLimit is per authenticated caller: it needs auth.mode=kubernetes" }}
+{{- end }}
 {{- end }}
 
 {{/* Security contexts ----------------------------------------------------------------- */}}

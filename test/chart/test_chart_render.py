@@ -69,6 +69,7 @@ SETTINGS_DEFAULTS = {
     "DATASTORAGE_OPERATOR_RESYNC_INTERVAL": "600",
     "DATASTORAGE_OPERATOR_METRICS_PORT": "8081",
     "DATASTORAGE_OPERATOR_HEALTH_PORT": "8082",
+    "DATASTORAGE_AUTH": "kubernetes",
 }
 
 
@@ -362,17 +363,21 @@ EXPECTED_RULES = [
 
 def test_rbac_grants_exactly_the_operator_verbs_in_the_release_namespace():
     docs = render()
-    assert not objects(docs, "ClusterRole") and not objects(docs, "ClusterRoleBinding")
+    # Cluster-wide objects are those of API authentication only (test_chart_auth.py).
+    cluster_wide = objects(docs, "ClusterRole") + objects(docs, "ClusterRoleBinding")
+    assert {d["metadata"]["name"] for d in cluster_wide} == {
+        f"{FULLNAME}-{name}" for name in ("writer", "reader", "admin", "metrics-reader")
+    } | {f"{FULLNAME}-auth-delegator"}
     role = one(docs, "Role")
     assert role["metadata"]["namespace"] == NAMESPACE
     assert role["rules"] == EXPECTED_RULES
-    binding = one(docs, "RoleBinding")
+    binding = one(docs, "RoleBinding", f"{FULLNAME}-operator")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
         "name": role["metadata"]["name"],
     }
-    account = one(docs, "ServiceAccount")["metadata"]["name"]
+    account = one(docs, "ServiceAccount", FULLNAME)["metadata"]["name"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
     ]
@@ -385,7 +390,7 @@ def test_operator_namespaces_get_a_role_each_and_reach_the_operator():
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["kubernaut-system", "team-a"]
     assert all(r["rules"] == EXPECTED_RULES for r in roles)
     for binding in objects(docs, "RoleBinding"):
-        assert binding["subjects"][0]["namespace"] == NAMESPACE
+        assert binding["subjects"][0]["namespace"] == NAMESPACE, binding["metadata"]["name"]
     config = one(docs, "ConfigMap", FULLNAME)["data"]
     assert config["DATASTORAGE_OPERATOR_NAMESPACES"] == "kubernaut-system,team-a"
 
@@ -394,7 +399,12 @@ def test_rbac_and_service_account_can_be_turned_off():
     docs = render(
         None, ("rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=existing")
     )
-    assert not objects(docs, "Role") and not objects(docs, "ServiceAccount")
+    assert not objects(docs, "Role") and not objects(docs, "RoleBinding")
+    assert not objects(docs, "ClusterRole") and not objects(docs, "ClusterRoleBinding")
+    # The helm test Pod's own account stays: it needs a token, bound by the user then.
+    assert [a["metadata"]["name"] for a in objects(docs, "ServiceAccount")] == [
+        f"{FULLNAME}-smoke-test"
+    ]
     assert deployment_pod(docs)["serviceAccountName"] == "existing"
 
 

@@ -5,7 +5,7 @@ differences (the same list is in manifests/base/kustomization.yaml):
   - no Helm bookkeeping: no helm.sh/chart or managed-by labels, no checksum annotations, no hooks;
     the migration Job is a plain Job with ttlSecondsAfterFinished;
   - no namespace anywhere; the operator's namespace comes from the downward API instead of the
-    ConfigMap, and the RoleBinding subject takes the binding's namespace;
+    ConfigMap, and the ServiceAccount subjects of the bindings take the overlay's namespace;
   - the bundled databases' passwords are placeholder literals from a secretGenerator.
 Everything else must be equal object by object, so a chart change that is not mirrored in the
 base fails here.
@@ -65,7 +65,7 @@ def chart_as_base(doc):
     kind = doc["kind"]
     if kind == "ConfigMap":
         doc["data"].pop("DATASTORAGE_OPERATOR_NAMESPACES")
-    if kind == "RoleBinding":
+    if kind in ("RoleBinding", "ClusterRoleBinding"):
         for subject in doc["subjects"]:
             subject.pop("namespace")
     if kind == "Deployment":
@@ -137,7 +137,11 @@ def test_base_works_under_a_namespace_overlay(tmp_path):
     )
     out = run([tool("kubectl"), "kustomize", str(overlay)]).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
-    namespaced = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    cluster_wide = ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding")
+    namespaced = [d for d in docs if d["kind"] not in cluster_wide]
     assert all(d["metadata"]["namespace"] == "kubernaut-system" for d in namespaced)
     binding = next(d for d in docs if d["kind"] == "RoleBinding")
     assert binding["subjects"][0].get("namespace", "kubernaut-system") == "kubernaut-system"
+    delegator = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
+    assert delegator["roleRef"]["name"] == "system:auth-delegator"
+    assert delegator["subjects"][0]["namespace"] == "kubernaut-system"
