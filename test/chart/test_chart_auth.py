@@ -256,3 +256,18 @@ def test_smoke_script_uses_its_token_against_a_server_that_authenticates(databas
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.startswith("ok: wrote and read back audit event ")
     assert refused.returncode != 0 and "write answered 401" in refused.stderr
+
+
+def test_notes_show_how_to_call_with_a_token_when_auth_is_on():
+    def notes(*sets: str) -> str:
+        args = [tool("helm"), "install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client"]
+        for item in sets:
+            args += ["--set", item]
+        return run(args).stdout.split("NOTES:", 1)[1]
+
+    on = notes("auth.audiences={datastorage}")
+    assert f"--clusterrole={FULLNAME}-admin" in on
+    assert "create token datastorage-try --audience datastorage" in on
+    assert on.count('-H "Authorization: Bearer $TOKEN"') == 2
+    off = notes("auth.mode=none")
+    assert "TOKEN" not in off and "3. Call it:" in off
