@@ -169,7 +169,28 @@ install_chart() {
     --set postgresql.service.type=NodePort \
     --set postgresql.service.nodePort="$PG_NODE_PORT" \
     --set-string postgresql.auth.password="$PG_PASSWORD" \
+    --set-json "auth.admins=[$(e2e_subject e2e-admin)]" \
+    --set-json "auth.readers=[$(e2e_subject e2e-reader)]" \
+    --set-json "auth.metricsReaders=[$(e2e_subject e2e-admin)]" \
     "${extra[@]}"
+}
+
+# The suite's callers (authentication is on in the chart): ServiceAccounts bound through the
+# chart's values to its admin and reader ClusterRoles, with short-lived tokens.
+e2e_subject() {
+  printf '{"kind":"ServiceAccount","name":"%s","namespace":"%s"}' "$1" "$NAMESPACE"
+}
+
+create_tokens() {
+  local account
+  for account in e2e-admin e2e-reader; do
+    kubectl -n "$NAMESPACE" create serviceaccount "$account" --dry-run=client -o yaml |
+      kubectl apply -f - >/dev/null
+  done
+  DATASTORAGE_TOKEN=$(kubectl -n "$NAMESPACE" create token e2e-admin --duration 2h)
+  E2E_READER_TOKEN=$(kubectl -n "$NAMESPACE" create token e2e-reader --duration 2h)
+  E2E_TOKEN_USER="system:serviceaccount:$NAMESPACE:e2e-admin"
+  export DATASTORAGE_TOKEN E2E_READER_TOKEN E2E_TOKEN_USER
 }
 
 start_port_forwards() {
@@ -256,6 +277,7 @@ run_tests() {
   export KUBECONFIG="$KUBECONFIG_FILE"
   export E2E_NAMESPACE="$NAMESPACE" E2E_RELEASE="$RELEASE"
   export E2E_DB_STOP E2E_DB_START
+  create_tokens
   log "running ${cmd[*]} against $DATASTORAGE_URL"
   (cd "$REPO" && "${cmd[@]}" "$@")
 }

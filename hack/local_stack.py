@@ -1,7 +1,13 @@
 """Start the local stack (see local-stack.sh) and run test/e2e against it, or keep it up.
 
 The black-box suite only sees environment variables: DATASTORAGE_URL, DATABASE_URL, KUBECONFIG,
-and E2E_DB_STOP / E2E_DB_START, the shell commands that cause and end a database outage.
+E2E_DB_STOP / E2E_DB_START (the shell commands that cause and end a database outage), and the
+bearer tokens it calls with: DATASTORAGE_TOKEN (an account allowed everything, named by
+E2E_TOKEN_USER) and E2E_READER_TOKEN (an account that may only read).
+
+The API server authenticates callers (DATASTORAGE_AUTH=kubernetes) against a Kubernetes API
+stand-in that answers TokenReviews and SubjectAccessReviews from a table (test/kube_api_standin.py),
+reached through a kubeconfig of its own; the operator talks to the kmock emulator.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))
 
+from kube_api_standin import Grant, KubeApiStandin, User  # noqa: E402
 from support import (  # noqa: E402
     PostgresServer,
     RedisServer,
@@ -35,6 +42,33 @@ contexts: [{{name: local, context: {{cluster: local, user: anon, namespace: defa
 current-context: local
 """
 
+AUDIENCE = "datastorage"
+NAMESPACE = "default"
+ADMIN = ("e2e-admin-token", f"system:serviceaccount:{NAMESPACE}:e2e-admin")
+READER = ("e2e-reader-token", f"system:serviceaccount:{NAMESPACE}:e2e-reader")
+
+
+def start_auth_api(workdir: Path) -> KubeApiStandin:
+    """The stand-in API the server reviews tokens with: an admin account (every permission of
+    the API group and GET /metrics) and a read-only one, bound like the chart's ClusterRoles."""
+    api = KubeApiStandin().start()
+    api.write_kubeconfig(workdir / "auth-kubeconfig", namespace=NAMESPACE)
+    groups = (
+        "system:authenticated",
+        "system:serviceaccounts",
+        f"system:serviceaccounts:{NAMESPACE}",
+    )
+    for token, username in (ADMIN, READER):
+        api.add_token(token, User(username, groups=groups, audiences=(AUDIENCE,)))
+    api.grant(
+        f"user:{ADMIN[1]}",
+        Grant(("get", "list", "create", "update", "delete"), ("*",), namespaces=(NAMESPACE,)),
+        Grant(("get",), non_resource_urls=("/metrics",)),
+    )
+    readable = ("auditevents", "notifications", "workflows", "auditlog")
+    api.grant(f"user:{READER[1]}", Grant(("get", "list"), readable, namespaces=(NAMESPACE,)))
+    return api
+
 
 class Stack:
     def __init__(self, workdir: Path) -> None:
@@ -44,11 +78,15 @@ class Stack:
         self.database_url = self.pg.create_database("datastorage")
         run_migrations(self.database_url)
         self.redis = RedisServer(appendonly=True)
+        self.auth_api = start_auth_api(workdir)
         self.server = ServerProcess(
             {
                 "DATASTORAGE_DATABASE_URL": self.database_url,
                 "DATASTORAGE_DLQ_URL": self.redis.url,
                 "DATASTORAGE_DB_POOL_TIMEOUT": "2",
+                "DATASTORAGE_AUTH": "kubernetes",
+                "KUBECONFIG": str(workdir / "auth-kubeconfig"),
+                "DATASTORAGE_AUTH_AUDIENCES": AUDIENCE,
             },
             workdir,
         )
@@ -113,6 +151,9 @@ class Stack:
             "E2E_DB_STOP": shlex.join(self.pg.stop_command()),
             "E2E_DB_START": shlex.join(self.pg.start_command()),
             "E2E_LOG_DIR": str(self.workdir),
+            "DATASTORAGE_TOKEN": ADMIN[0],
+            "E2E_TOKEN_USER": ADMIN[1],
+            "E2E_READER_TOKEN": READER[0],
         }
 
     def close(self) -> None:
@@ -125,6 +166,7 @@ class Stack:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.auth_api.stop()
         self.redis.destroy()
         self.pg.destroy()
 

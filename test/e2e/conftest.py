@@ -2,7 +2,9 @@
 
 DATASTORAGE_URL (required), DATABASE_URL (SQL proof), KUBECONFIG (custom resources),
 E2E_DB_STOP / E2E_DB_START (shell commands that cause and end a database outage; set by
-hack/local-stack.sh and hack/kind-e2e.sh).
+hack/local-stack.sh and hack/kind-e2e.sh), DATASTORAGE_TOKEN (the bearer token every call of
+the `http` client carries, when the service authenticates callers; E2E_TOKEN_USER is its
+account) and E2E_READER_TOKEN (an account that may only read).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def base_url() -> str:
 @pytest.fixture(scope="session")
 def http(base_url):
     session = requests.Session()
+    token = os.environ.get("DATASTORAGE_TOKEN")
+    if token:
+        session.headers["Authorization"] = f"Bearer {token}"
 
     class Client:
         def get(self, path: str, **kw: Any) -> requests.Response:
