@@ -51,6 +51,7 @@ local template = [==[%(template)s]==]
 local batch = %(batch)d
 local max_per_thread = %(max_per_thread)d
 local cycle = %(cycle)d
+local bearer = "%(bearer)s"
 local threads = {}
 local next_id = 0
 local ffi = require("ffi")
@@ -76,6 +77,7 @@ function init(args)
   responses = 0
   codes = {}
   headers = {["Content-Type"] = "application/json"}
+  if bearer ~= "" then headers["Authorization"] = "Bearer " .. bearer end
   prefix = "bench-" .. tid .. "-" .. math.random(1000000) .. "-"
 end
 
@@ -136,7 +138,7 @@ end
 """
 
 
-def lua_script(path: str, batch: int, max_per_thread: int) -> str:
+def lua_script(path: str, batch: int, max_per_thread: int, bearer: str = "") -> str:
     """The wrk script: a body per request from the event template (see payload.py)."""
     template = body_template().replace("%", "%%")
     marks = re.findall(f"{re.escape(TIMESTAMP_MARK)}|{re.escape(CORRELATION_MARK)}", template)
@@ -151,6 +153,7 @@ def lua_script(path: str, batch: int, max_per_thread: int) -> str:
         "max_per_thread": max_per_thread,
         "cycle": CORRELATION_CYCLE,
         "format_args": format_args,
+        "bearer": bearer,
     }
 
 
@@ -164,6 +167,7 @@ def run_wrk(
     max_requests: int = 0,
     threads: int = 2,
     log_path: Path | None = None,
+    bearer: str = "",
 ) -> dict[str, Any]:
     threads = max(1, min(threads, concurrency))
     while concurrency % threads:
@@ -171,7 +175,7 @@ def run_wrk(
     per_thread = -(-max_requests // threads) if max_requests else 0
     with tempfile.TemporaryDirectory(prefix="ds-bench-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
-        script.write_text(lua_script(path, batch, per_thread))
+        script.write_text(lua_script(path, batch, per_thread, bearer))
         cmd = [
             wrk_path() or "wrk",
             f"-t{threads}",
@@ -250,6 +254,7 @@ def run_python_load(
     batch: int = 0,
     max_requests: int = 0,
     log_path: Path | None = None,
+    bearer: str = "",
 ) -> dict[str, Any]:
     spec = {
         "url": base_url,
@@ -258,6 +263,7 @@ def run_python_load(
         "duration": duration,
         "batch": batch,
         "max_requests": max_requests,
+        "bearer": bearer,
     }
     child = run_child(
         [sys.executable, __file__, "load"], spec=spec, timeout=duration + 90, log_path=log_path
@@ -324,8 +330,9 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     latencies: list[float] = []
     codes: dict[int, int] = {}
     errors = [0]
+    authorization = f"Authorization: Bearer {spec['bearer']}\r\n" if spec.get("bearer") else ""
     head = (
-        f"POST {spec['path']} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"POST {spec['path']} HTTP/1.1\r\nHost: {host}:{port}\r\n{authorization}"
         "Content-Type: application/json\r\nContent-Length: "
     ).encode()
 

@@ -28,7 +28,7 @@ import seed  # noqa: E402
 from payload import COLUMNS  # noqa: E402
 from procs import CpuWindow, run_child  # noqa: E402
 from report import Row, latency_ratio, latency_summary  # noqa: E402
-from stack import Stack  # noqa: E402
+from stack import BENCH_TOKEN, Stack  # noqa: E402
 
 RAW_SCRIPT = str(Path(__file__).resolve().parent / "raw.py")
 EVENTS_PATH = "/api/v1/audit/events"
@@ -160,58 +160,107 @@ def single_event(bench: Bench) -> list[Row]:
                 )
             )
             continue
-        bench.progress(f"[1] {server}: POST {EVENTS_PATH} at concurrency {opts.single_concurrency}")
-        process = bench.stack.start_server(server, opts.workers)
-        try:
-            loadgen.run_load(
-                process.url,
-                EVENTS_PATH,
-                client=opts.client,
-                concurrency=opts.single_concurrency,
-                duration=opts.warmup,
+        auth_off_rate = None
+        for auth in AUTH_MODES:
+            bench.progress(
+                f"[1] {server}{auth.label}: POST {EVENTS_PATH} at concurrency "
+                f"{opts.single_concurrency}"
             )
-            bench.stack.reset_events()
-            load, cpu = _load_window(
-                bench,
-                process.proc.pid,
-                process.url,
-                EVENTS_PATH,
-                concurrency=opts.single_concurrency,
-                duration=opts.duration,
-                max_requests=int(opts.duration * 50_000),
+            load, cpu, stored = _measure(
+                bench, server, auth, EVENTS_PATH, opts.single_concurrency, 0, 50_000
             )
-            stored = bench.count_events()
-        finally:
-            bench.stack.stop_server(process)
-        acked = sum(n for code, n in load["codes"].items() if code in ("201", "202"))
-        notes = [f"non-2xx {load['non_2xx']}"]
-        if load["transport_errors"]:
-            notes.append(f"transport errors {load['transport_errors']}")
-        if stored < acked:
-            notes.append(f"LOST: {acked} acknowledged, {stored} stored")
-        notes += _cpu_notes(load, cpu, load["events"], raw)
-        rows.append(
-            Row(
-                f"1. single POST c={opts.single_concurrency} ({bench.server_label(server)})",
-                "throughput",
-                "events/s",
-                rate=load["rate_events"],
-                p50_ms=load["latency_ms"]["p50"],
-                p99_ms=load["latency_ms"]["p99"],
-                raw_rate=raw["rate"],
-                raw_p50_ms=raw["latency_ms"]["p50"],
-                raw_p99_ms=raw["latency_ms"]["p99"],
-                notes=notes,
-                details={
-                    "service": load,
-                    "cpu": cpu.as_dict(load["client_cpu_seconds"]),
-                    "stored": stored,
-                    "raw": raw,
-                    "raw_kind": f"INSERT per commit, {opts.raw_connections} conns",
-                },
+            acked = sum(n for code, n in load["codes"].items() if code in ("201", "202"))
+            notes = [f"non-2xx {load['non_2xx']}"]
+            if load["transport_errors"]:
+                notes.append(f"transport errors {load['transport_errors']}")
+            if stored < acked:
+                notes.append(f"LOST: {acked} acknowledged, {stored} stored")
+            notes += _auth_notes(auth, load["rate_events"], auth_off_rate)
+            notes += _cpu_notes(load, cpu, load["events"], raw)
+            auth_off_rate = auth_off_rate or load["rate_events"]
+            rows.append(
+                Row(
+                    f"1. single POST c={opts.single_concurrency} "
+                    f"({bench.server_label(server)}{auth.label})",
+                    "throughput",
+                    "events/s",
+                    rate=load["rate_events"],
+                    p50_ms=load["latency_ms"]["p50"],
+                    p99_ms=load["latency_ms"]["p99"],
+                    raw_rate=raw["rate"],
+                    raw_p50_ms=raw["latency_ms"]["p50"],
+                    raw_p99_ms=raw["latency_ms"]["p99"],
+                    notes=notes,
+                    details={
+                        "service": load,
+                        "cpu": cpu.as_dict(load["client_cpu_seconds"]),
+                        "stored": stored,
+                        "raw": raw,
+                        "raw_kind": f"INSERT per commit, {opts.raw_connections} conns",
+                        "auth": auth.name,
+                    },
+                )
             )
-        )
     return rows
+
+
+@dataclass(frozen=True)
+class AuthMode:
+    """How the measured server treats callers: `off` (DATASTORAGE_AUTH=none) or `on`
+    (kubernetes, every request reviewed against the stack's Kubernetes API stand-in, whose
+    answers the server caches: the warm-up fills the caches, so the window measures the
+    steady state of a long-running caller)."""
+
+    name: str
+    label: str
+
+    def env(self, bench: Bench) -> dict[str, str]:
+        return bench.stack.auth_env() if self.name == "on" else {}
+
+    def bearer(self) -> str:
+        return BENCH_TOKEN if self.name == "on" else ""
+
+
+AUTH_MODES = (AuthMode("off", ""), AuthMode("on", ", auth on"))
+
+
+def _auth_notes(auth: AuthMode, rate: float, auth_off_rate: float | None) -> list[str]:
+    if auth.name != "on" or not auth_off_rate:
+        return []
+    return [f"auth on = {rate / auth_off_rate:.0%} of auth off"]
+
+
+def _measure(
+    bench: Bench,
+    server: str,
+    auth: AuthMode,
+    path: str,
+    concurrency: int,
+    batch: int,
+    max_rate: int,
+) -> tuple[dict[str, Any], CpuWindow, int]:
+    """Warm-up, then one measured window of POST load on a fresh server; (load, cpu, stored)."""
+    opts = bench.options
+    process = bench.stack.start_server(server, opts.workers, **auth.env(bench))
+    try:
+        common = {"client": opts.client, "concurrency": concurrency, "batch": batch}
+        loadgen.run_load(process.url, path, duration=opts.warmup, bearer=auth.bearer(), **common)
+        bench.stack.reset_events()
+        load, cpu = _load_window(
+            bench,
+            process.proc.pid,
+            process.url,
+            path,
+            duration=opts.duration,
+            max_requests=int(opts.duration * max_rate),
+            bearer=auth.bearer(),
+            concurrency=concurrency,
+            batch=batch,
+        )
+        stored = bench.count_events()
+    finally:
+        bench.stack.stop_server(process)
+    return load, cpu, stored
 
 
 def _importable(name: str) -> bool:
@@ -242,55 +291,43 @@ def batch(bench: Bench) -> list[Row]:
         },
         timeout=opts.duration + 120,
     )
-    bench.progress(
-        f"[2] hypercorn: POST {BATCH_PATH} of {opts.batch_size} at concurrency {streams}"
-    )
-    process = bench.stack.start_server("hypercorn", opts.workers)
-    try:
-        loadgen.run_load(
-            process.url,
-            BATCH_PATH,
-            client=opts.client,
-            concurrency=streams,
-            duration=opts.warmup,
-            batch=opts.batch_size,
+    rows = []
+    auth_off_rate = None
+    for auth in AUTH_MODES:
+        bench.progress(
+            f"[2] hypercorn{auth.label}: POST {BATCH_PATH} of {opts.batch_size} "
+            f"at concurrency {streams}"
         )
-        bench.stack.reset_events()
-        load, cpu = _load_window(
-            bench,
-            process.proc.pid,
-            process.url,
-            BATCH_PATH,
-            concurrency=streams,
-            duration=opts.duration,
-            batch=opts.batch_size,
-            max_requests=int(opts.duration * 100),
+        load, cpu, stored = _measure(
+            bench, "hypercorn", auth, BATCH_PATH, streams, opts.batch_size, 100
         )
-        stored = bench.count_events()
-    finally:
-        bench.stack.stop_server(process)
-    notes = [f"non-2xx {load['non_2xx']}", f"raw = {opts.raw_copy_format} COPY"]
-    notes += _cpu_notes(load, cpu, load["events"], raw)
-    return [
-        Row(
-            f"2. batch POST {opts.batch_size} c={streams} ({bench.server_label('hypercorn')})",
-            "throughput",
-            "events/s",
-            rate=load["rate_events"],
-            p50_ms=load["latency_ms"]["p50"],
-            p99_ms=load["latency_ms"]["p99"],
-            raw_rate=raw["rate"],
-            raw_p50_ms=raw["latency_ms"]["p50"],
-            raw_p99_ms=raw["latency_ms"]["p99"],
-            notes=notes,
-            details={
-                "service": load,
-                "cpu": cpu.as_dict(load["client_cpu_seconds"]),
-                "stored": stored,
-                "raw": raw,
-            },
+        notes = [f"non-2xx {load['non_2xx']}", f"raw = {opts.raw_copy_format} COPY"]
+        notes += _auth_notes(auth, load["rate_events"], auth_off_rate)
+        notes += _cpu_notes(load, cpu, load["events"], raw)
+        auth_off_rate = auth_off_rate or load["rate_events"]
+        rows.append(
+            Row(
+                f"2. batch POST {opts.batch_size} c={streams} "
+                f"({bench.server_label('hypercorn')}{auth.label})",
+                "throughput",
+                "events/s",
+                rate=load["rate_events"],
+                p50_ms=load["latency_ms"]["p50"],
+                p99_ms=load["latency_ms"]["p99"],
+                raw_rate=raw["rate"],
+                raw_p50_ms=raw["latency_ms"]["p50"],
+                raw_p99_ms=raw["latency_ms"]["p99"],
+                notes=notes,
+                details={
+                    "service": load,
+                    "cpu": cpu.as_dict(load["client_cpu_seconds"]),
+                    "stored": stored,
+                    "raw": raw,
+                    "auth": auth.name,
+                },
+            )
         )
-    ]
+    return rows
 
 
 # ---- 3. DLQ replay --------------------------------------------------------------------------

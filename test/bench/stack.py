@@ -19,10 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # test/: suppor
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 import support  # noqa: E402
+from kube_api_standin import Grant, KubeApiStandin, User  # noqa: E402
 
 from datastorage.config import load_settings  # noqa: E402
 
 BENCH_DATABASE = "bench"
+# The bearer token of the load clients when the server authenticates (a writer account).
+BENCH_TOKEN = "bench-writer-token"
+BENCH_WRITER = "system:serviceaccount:bench:writer"
 
 
 class Stack:
@@ -32,6 +36,7 @@ class Stack:
         self.redis: support.RedisServer | None = None
         self.database_url = ""
         self._servers: list[support.ServerProcess] = []
+        self.auth_api: KubeApiStandin | None = None
 
     # -- PostgreSQL ------------------------------------------------------------------------
 
@@ -93,6 +98,22 @@ class Stack:
             self.redis = support.RedisServer(appendonly=True)
         return self.redis
 
+    # -- authentication --------------------------------------------------------------------
+
+    def auth_env(self) -> dict[str, str]:
+        """Server settings that review every request with a Kubernetes API stand-in (over
+        HTTP, through a kubeconfig) in which BENCH_TOKEN may write audit events."""
+        if self.auth_api is None:
+            api = KubeApiStandin().start()
+            api.add_token(BENCH_TOKEN, User(BENCH_WRITER))
+            api.grant(f"user:{BENCH_WRITER}", Grant(("create",), ("auditevents",)))
+            api.write_kubeconfig(self.log_dir / "auth-kubeconfig")
+            self.auth_api = api
+        return {
+            "DATASTORAGE_AUTH": "kubernetes",
+            "KUBECONFIG": str(self.log_dir / "auth-kubeconfig"),
+        }
+
     # -- servers ---------------------------------------------------------------------------
 
     def start_server(
@@ -120,6 +141,10 @@ class Stack:
             with contextlib.suppress(Exception):
                 process.stop()
         self._servers.clear()
+        if self.auth_api is not None:
+            with contextlib.suppress(Exception):
+                self.auth_api.stop()
+            self.auth_api = None
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 self.redis.destroy()
