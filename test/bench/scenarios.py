@@ -179,26 +179,14 @@ def single_event(bench: Bench) -> list[Row]:
             notes += _cpu_notes(load, cpu, load["events"], raw)
             auth_off_rate = auth_off_rate or load["rate_events"]
             rows.append(
-                Row(
+                _throughput_row(
                     f"1. single POST c={opts.single_concurrency} "
                     f"({bench.server_label(server)}{auth.label})",
-                    "throughput",
-                    "events/s",
-                    rate=load["rate_events"],
-                    p50_ms=load["latency_ms"]["p50"],
-                    p99_ms=load["latency_ms"]["p99"],
-                    raw_rate=raw["rate"],
-                    raw_p50_ms=raw["latency_ms"]["p50"],
-                    raw_p99_ms=raw["latency_ms"]["p99"],
-                    notes=notes,
-                    details={
-                        "service": load,
-                        "cpu": cpu.as_dict(load["client_cpu_seconds"]),
-                        "stored": stored,
-                        "raw": raw,
-                        "raw_kind": f"INSERT per commit, {opts.raw_connections} conns",
-                        "auth": auth.name,
-                    },
+                    (load, cpu, stored),
+                    raw,
+                    notes,
+                    raw_kind=f"INSERT per commit, {opts.raw_connections} conns",
+                    auth=auth.name,
                 )
             )
     return rows
@@ -222,6 +210,36 @@ class AuthMode:
 
 
 AUTH_MODES = (AuthMode("off", ""), AuthMode("on", ", auth on"))
+
+
+def _throughput_row(
+    scenario: str,
+    measured: tuple[dict[str, Any], CpuWindow, int],
+    raw: dict[str, Any],
+    notes: list[str],
+    **details: Any,
+) -> Row:
+    """An events/s row of a `_measure` window against its raw baseline."""
+    load, cpu, stored = measured
+    return Row(
+        scenario,
+        "throughput",
+        "events/s",
+        rate=load["rate_events"],
+        p50_ms=load["latency_ms"]["p50"],
+        p99_ms=load["latency_ms"]["p99"],
+        raw_rate=raw["rate"],
+        raw_p50_ms=raw["latency_ms"]["p50"],
+        raw_p99_ms=raw["latency_ms"]["p99"],
+        notes=notes,
+        details={
+            "service": load,
+            "cpu": cpu.as_dict(load["client_cpu_seconds"]),
+            "stored": stored,
+            "raw": raw,
+            **details,
+        },
+    )
 
 
 def _auth_notes(auth: AuthMode, rate: float, auth_off_rate: float | None) -> list[str]:
@@ -306,25 +324,13 @@ def batch(bench: Bench) -> list[Row]:
         notes += _cpu_notes(load, cpu, load["events"], raw)
         auth_off_rate = auth_off_rate or load["rate_events"]
         rows.append(
-            Row(
+            _throughput_row(
                 f"2. batch POST {opts.batch_size} c={streams} "
                 f"({bench.server_label('hypercorn')}{auth.label})",
-                "throughput",
-                "events/s",
-                rate=load["rate_events"],
-                p50_ms=load["latency_ms"]["p50"],
-                p99_ms=load["latency_ms"]["p99"],
-                raw_rate=raw["rate"],
-                raw_p50_ms=raw["latency_ms"]["p50"],
-                raw_p99_ms=raw["latency_ms"]["p99"],
-                notes=notes,
-                details={
-                    "service": load,
-                    "cpu": cpu.as_dict(load["client_cpu_seconds"]),
-                    "stored": stored,
-                    "raw": raw,
-                    "auth": auth.name,
-                },
+                (load, cpu, stored),
+                raw,
+                notes,
+                auth=auth.name,
             )
         )
     return rows

@@ -122,14 +122,20 @@ def test_a_token_for_other_audiences_is_refused_even_if_the_api_server_accepts_i
     assert standin.token_reviews == 1
 
 
+def post_one(standin, database_url, correlation: str, token: str):
+    """One event posted with `token` to a fresh app; the response."""
+
+    async def scenario(client):
+        event = make_event(correlation_id=correlation)
+        return await client.post(EVENTS, json=event, headers=bearer(token))
+
+    return run(standin, database_url, scenario)
+
+
 def test_a_user_without_rbac_gets_403_naming_verb_and_resource(
     standin, database_url, db, correlation
 ):
-    async def scenario(client):
-        event = make_event(correlation_id=correlation)
-        return await client.post(EVENTS, json=event, headers=bearer("nobody-token"))
-
-    response = run(standin, database_url, scenario)
+    response = post_one(standin, database_url, correlation, "nobody-token")
     assert response.status_code == 403
     problem = response.json()
     assert problem["type"].endswith("/forbidden") and problem["title"] == "Permission denied"
@@ -141,11 +147,7 @@ def test_a_user_without_rbac_gets_403_naming_verb_and_resource(
 def test_permission_bound_only_to_a_group_of_the_caller_is_enough(
     standin, database_url, db, correlation
 ):
-    async def scenario(client):
-        event = make_event(correlation_id=correlation)
-        return await client.post(EVENTS, json=event, headers=bearer("writer-token"))
-
-    response = run(standin, database_url, scenario)
+    response = post_one(standin, database_url, correlation, "writer-token")
     assert response.status_code == 201
     assert stored_by(db, correlation) == {WRITER: 1}
     (spec,) = standin.access_specs
