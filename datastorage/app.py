@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -145,7 +146,7 @@ def build_context(settings: Settings, clock: Callable[[], float] | None = None) 
             ctx.authenticator = Authenticator.from_settings(settings, **clocks)
         except KubeConfigError as exc:
             raise ConfigError(f"DATASTORAGE_AUTH=kubernetes: {exc}") from None
-        ctx.limiter = limiter_from_settings(settings, **({"clock": clock} if clock else {}))
+        ctx.limiter = limiter_from_settings(settings, clock or time.monotonic)
     return ctx
 
 
