@@ -273,3 +273,121 @@ def make_notification(**fields: Any) -> dict[str, Any]:
     }
     body.update(fields)
     return body
+
+
+class PgBouncerServer:
+    """Debian's PgBouncer in transaction pooling mode on a loopback port, in front of one
+    PostgreSQL server (every database of it, as `postgres`, trust). As root it runs as the
+    `postgres` user, like the server."""
+
+    def __init__(self, pg: localpg.LocalPostgres, pool_size: int = 20) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not os.path.exists(binary):
+            raise RuntimeError("no pgbouncer: run `make system-deps` (apt package pgbouncer)")
+        self.binary = binary
+        self.root = Path(tempfile.mkdtemp(prefix="ds-bouncer-"))
+        os.chmod(self.root, 0o777)
+        self.port = free_port()
+        (self.root / "userlist.txt").write_text('"postgres" ""\n')
+        (self.root / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={pg.port}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.root}/userlist.txt\n"
+            "pool_mode = transaction\n"
+            "max_client_conn = 1000\n"
+            f"default_pool_size = {pool_size}\n"
+            f"logfile = {self.root}/pgbouncer.log\n"
+            "admin_users = postgres\n"
+        )
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def url_for(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            localpg.as_owner([self.binary, str(self.root / "pgbouncer.ini")]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+
+        def ready() -> None:
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            with psycopg.connect(self.url_for("postgres"), connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+
+        eventually(ready, timeout=15)
+
+    def show(self, what: str) -> list[tuple]:
+        """Rows of the admin console's `SHOW <what>` (pools, stats, servers...)."""
+        with psycopg.connect(self.url_for("pgbouncer"), autocommit=True) as conn:
+            return conn.execute(f"SHOW {what}", prepare=False).fetchall()
+
+    def log(self) -> str:
+        path = self.root / "pgbouncer.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def destroy(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class ReplicaServer(localpg.LocalPostgres):
+    """A streaming hot standby of `primary`, made with `pg_basebackup -R` (the primary's default
+    pg_hba already trusts replication from 127.0.0.1), started; `stop()` is a crash."""
+
+    def __init__(self, primary: PostgresServer) -> None:
+        root = Path(tempfile.mkdtemp(prefix="ds-replica-"))
+        os.chmod(root, 0o755)
+        super().__init__(
+            pg_bin_dir(),
+            root,
+            options=["-c max_connections=200", "-c fsync=off", "-c hot_standby=on"],
+            stop_mode="immediate",
+            quiet=True,
+        )
+        self.prepare_root()
+        backup = [
+            str(self.bin / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(self.data),
+            "-R",
+            "-X",
+            "stream",
+            "--checkpoint=fast",
+        ]
+        subprocess.run(localpg.as_owner(backup), check=True, stdout=subprocess.DEVNULL)
+        self.start()
+
+    def execute(self, statement: str, dbname: str = "postgres") -> list[tuple]:
+        with psycopg.connect(self.url_for(dbname), autocommit=True) as conn:
+            cur = conn.execute(statement, prepare=False)
+            return cur.fetchall() if cur.description else []
+
+    def pause_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_resume()")
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
