@@ -36,25 +36,27 @@ def migration_files() -> list[tuple[int, str, str]]:
 def migrate(database_url: str, premake: int) -> list[str]:
     """Apply pending migrations and ensure partitions; returns the names applied."""
     applied = []
-    with psycopg.connect(database_url, autocommit=True, prepare_threshold=None) as conn:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    with (
+        psycopg.connect(database_url, autocommit=True, prepare_threshold=None) as conn,
+        conn.transaction(),
+    ):
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, name, text in migration_files():
+            if version in done:
+                continue
+            conn.execute(text)
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (version, name),
             )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, name, text in migration_files():
-                if version in done:
-                    continue
-                conn.execute(text)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                    (version, name),
-                )
-                log.info("applying migration %s", name)
-                applied.append(name)
-            for month in partitions.window(premake):
-                partitions.ensure_month_partition(conn, month)
+            log.info("applying migration %s", name)
+            applied.append(name)
+        for month in partitions.window(premake):
+            partitions.ensure_month_partition(conn, month)
     return applied
