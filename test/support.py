@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 from datastorage import localpg
 from datastorage.localpg import free_port
@@ -168,9 +169,20 @@ def run_migrations(database_url: str) -> None:
 
 
 class ServerProcess:
-    """`datastorage serve` as a subprocess on a free loopback port."""
+    """`datastorage serve` as a subprocess on a free loopback port. `own_group`: in a session
+    and process group of its own, like a pod (signals to the test's group do not reach it);
+    `wait=False`: started, not yet live (`wait_live()`)."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        args: tuple[str, ...] = (),
+        *,
+        own_group: bool = False,
+        wait: bool = True,
+    ) -> None:
+        self.own_group = own_group
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -185,11 +197,20 @@ class ServerProcess:
         self.args = args
         self.log_path = log_dir / f"server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
-        self.start()
+        self.start(wait=wait)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the server's `/metrics` (0 when absent)."""
+        text = httpx.get(self.url + "/metrics", timeout=10).raise_for_status().text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return 0.0
 
     def start(self, wait: bool = True) -> None:
         self.proc = subprocess.Popen(
@@ -198,6 +219,7 @@ class ServerProcess:
             cwd=REPO,
             stdout=open(self.log_path, "ab"),
             stderr=subprocess.STDOUT,
+            start_new_session=self.own_group,
         )
         if wait:
             self.wait_live()
