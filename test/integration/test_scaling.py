@@ -312,6 +312,7 @@ def test_two_servers_share_one_database_without_operator_action(pg_server, tmp_p
         with psycopg.connect(url) as conn:
             months = {p.month for p in partitions.list_partitions(conn) if p.attached}
         assert set(partitions.window(6)) <= months
+        assert partitions.month_of(dt.date.fromisoformat(old[:10])) in months
         for pod in pods:
             assert "could not ensure partitions" not in pod.log()
     finally:
