@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from datastorage.config import Settings
 from datastorage.metrics import POOL_CONNECTIONS, POOL_TIMEOUTS, POOL_WAIT, POOL_WAITING
 from datastorage.store.breaker import CircuitBreaker
-from datastorage.store.connect import session_kwargs, set_session_async
+from datastorage.store.connect import session_kwargs, set_session_async, transaction_pooled
 from datastorage.store.errors import StoreUnavailable, is_server_gone, is_transient
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,12 @@ class Database:
 
     async def open(self) -> None:
         """Open without waiting: the server starts (degraded) even while PostgreSQL is down."""
+        if transaction_pooled(self.settings) and self.settings.db_statement_timeout:
+            log.info(
+                "through PgBouncer the statement timeout (%s s) is not set per session: set it "
+                "on the database role or as PgBouncer's query_timeout",
+                self.settings.db_statement_timeout,
+            )
         await self.pool.open(wait=False)
 
     async def wait_until_open(self, timeout: float) -> None:
