@@ -46,6 +46,18 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float 
         time.sleep(interval)
 
 
+def terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; waits for the process either way."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def pg_bin_dir() -> Path:
     found = Path(os.environ["PGBIN"]) if os.environ.get("PGBIN") else localpg.system_bin_dir()
     if found is None:
@@ -356,13 +368,8 @@ class PgBouncerServer:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def destroy(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc:
+            terminate(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
