@@ -91,11 +91,7 @@ class Runtime:
         self.replica_db: Database | None = None
         if replica_url:
             self.replica_db = Database(
-                settings,
-                application_name=application_name,
-                url=replica_url,
-                name="datastorage-replica",
-                publish_metrics=False,
+                settings, application_name=application_name, read_replica_url=replica_url
             )
         self.reads = ReadRouter(settings, self.db, self.replica_db)
         self.dlq: DeadLetterQueue | None = None

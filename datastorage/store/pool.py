@@ -39,17 +39,15 @@ class Database:
         *,
         application_name: str = "datastorage",
         on_recovered: Callable[[], None] | None = None,
-        url: str | None = None,
-        name: str = "datastorage",
-        publish_metrics: bool = True,
+        read_replica_url: str | None = None,
     ) -> None:
-        """`on_recovered` runs when the database is reachable again after an outage. `url`:
-        another server than the configured primary (the read replica), whose pool is `name`
-        and publishes no pool metrics (they describe the primary's pool)."""
+        """`on_recovered` runs when the database is reachable again after an outage.
+        `read_replica_url`: this pool is the read replica's, not the configured primary's; it
+        publishes no pool metrics (they describe the primary's pool) and logs as the replica."""
         self.settings = settings
-        self.publish_metrics = publish_metrics
+        self.is_primary = read_replica_url is None
         self.pool = AsyncConnectionPool(
-            url or settings.require_database_url(),
+            read_replica_url or settings.require_database_url(),
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             timeout=settings.db_pool_timeout,
@@ -59,7 +57,7 @@ class Database:
             kwargs={"prepare_threshold": None, **session_kwargs(settings, application_name)},
             configure=self._configure,
             reconnect_timeout=0,  # a failed reconnection gives up at once; requests regrow
-            name=name,
+            name="datastorage" if read_replica_url is None else "datastorage-replica",
         )
         self._waiting = 0
         self._checking: asyncio.Task | None = None
@@ -68,6 +66,7 @@ class Database:
             interval=PROBE_INTERVAL,
             on_open=self._check_idle_connections,
             on_recovered=on_recovered,
+            subject="database" if read_replica_url is None else "read replica",
         )
 
     async def _configure(self, conn: AsyncConnection) -> None:
@@ -79,7 +78,11 @@ class Database:
 
     async def open(self) -> None:
         """Open without waiting: the server starts (degraded) even while PostgreSQL is down."""
-        if transaction_pooled(self.settings) and self.settings.db_statement_timeout:
+        if (
+            self.is_primary
+            and transaction_pooled(self.settings)
+            and self.settings.db_statement_timeout
+        ):
             log.info(
                 "through PgBouncer the statement timeout (%s s) is not set per session: set it "
                 "on the database role or as PgBouncer's query_timeout",
@@ -112,19 +115,19 @@ class Database:
         self.breaker.check()
         started = time.perf_counter()
         self._waiting += 1
-        if self.publish_metrics:
+        if self.is_primary:
             POOL_WAITING.set(self._waiting)
         acquired = False
         try:
             async with self.pool.connection() as conn:
                 acquired = True
                 self._waiting -= 1
-                if self.publish_metrics:
+                if self.is_primary:
                     POOL_WAITING.set(self._waiting)
                     POOL_WAIT.observe(time.perf_counter() - started)
                 yield conn
         except PoolTimeout as exc:
-            if self.publish_metrics:
+            if self.is_primary:
                 POOL_TIMEOUTS.inc()
             if self.pool.get_stats().get("pool_size", 0) < max(1, self.settings.db_pool_min):
                 self.breaker.trip("cannot connect")
@@ -149,7 +152,7 @@ class Database:
             await conn.execute("SELECT 1")
 
     def update_metrics(self) -> None:
-        if not self.publish_metrics:
+        if not self.is_primary:
             return
         stats = self.pool.get_stats()
         size = stats.get("pool_size", 0)
