@@ -337,6 +337,7 @@ class PgBouncerServer:
             f"default_pool_size = {pool_size}\n"
             f"logfile = {self.root}/pgbouncer.log\n"
             "admin_users = postgres\n"
+            "stats_period = 1\n"
         )
         self.proc: subprocess.Popen | None = None
         self.start()
