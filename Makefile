@@ -85,11 +85,12 @@ lock:
 
 deps: system-deps venv
 
-# PostgreSQL and Redis binaries for the throwaway servers the tests start themselves.
+# PostgreSQL, PgBouncer and Redis binaries for the throwaway servers the tests start themselves.
 system-deps:
 	@need=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
 	command -v redis-server >/dev/null 2>&1 || need="$$need redis-server"; \
+	command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need="$$need pgbouncer"; \
 	command -v shellcheck >/dev/null 2>&1 || need="$$need shellcheck"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \

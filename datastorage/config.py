@@ -173,6 +173,19 @@ class Settings:
     db_statement_timeout: float = setting(
         30.0, _non_negative_float, "seconds a statement may run (0: no limit)"
     )
+    database_pooler: str = setting(
+        "none",
+        _choice("none", "pgbouncer"),
+        "none|pgbouncer: the URL names PgBouncer in transaction mode (no session state)",
+    )
+    database_read_url: str | None = setting(
+        None,
+        _database_url,
+        "libpq URL of a streaming read replica for queries and lists (unset: the primary)",
+    )
+    read_max_lag: float = setting(
+        5.0, _non_negative_float, "seconds of replay lag up to which reads use the replica"
+    )
     shutdown_delay: float = setting(
         5.0, _non_negative_float, "seconds between readiness 503 and closing the listener"
     )
@@ -327,13 +340,20 @@ class Settings:
         """The libpq URL with the password from the password file applied, if one is set."""
         if not self.database_url:
             raise ConfigError("DATASTORAGE_DATABASE_URL: required (a libpq URL)")
+        return self._with_password(self.database_url)
+
+    def read_database_url(self) -> str | None:
+        """The replica's libpq URL (the password file applies to it too), or None."""
+        return self._with_password(self.database_read_url) if self.database_read_url else None
+
+    def _with_password(self, url: str) -> str:
         if not self.database_password_file:
-            return self.database_url
+            return url
         try:
             password = Path(self.database_password_file).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"DATASTORAGE_DATABASE_PASSWORD_FILE: cannot read ({exc})") from exc
-        parts = urlsplit(self.database_url)
+        parts = urlsplit(url)
         user = quote(parts.username or "", safe="")
         host = parts.hostname or ""
         if ":" in host:

@@ -212,3 +212,15 @@ AUTH_REVIEW_DURATION = Histogram(
 RATE_LIMITED = Counter(
     "datastorage_rate_limited_total", "Write requests refused with 429 by the per-caller limit."
 )
+
+# Read routing (SPEC §16): where queries and lists ran.
+DB_READS = Counter(
+    "datastorage_db_reads_total",
+    "Queries and lists by the server that answered them (replica|primary).",
+    ["target"],
+)
+REPLICA_LAG = Gauge(
+    "datastorage_db_replica_lag_seconds",
+    "Replay lag of the read replica as last measured (+Inf while it cannot be measured).",
+    multiprocess_mode="max",
+)

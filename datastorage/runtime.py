@@ -35,6 +35,7 @@ from datastorage.services.notifications import NotificationService
 from datastorage.store import partitions
 from datastorage.store.errors import is_transient
 from datastorage.store.pool import Database
+from datastorage.store.replica import ReadRouter
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,14 @@ class Runtime:
         self.db = Database(
             settings, application_name=application_name, on_recovered=self._database_recovered
         )
+        # Queries and lists may read a streaming replica (SPEC §16); writes never do.
+        replica_url = settings.read_database_url()
+        self.replica_db: Database | None = None
+        if replica_url:
+            self.replica_db = Database(
+                settings, application_name=application_name, read_replica_url=replica_url
+            )
+        self.reads = ReadRouter(settings, self.db, self.replica_db)
         self.dlq: DeadLetterQueue | None = None
         if use_dlq and settings.dlq_url:
             self.dlq = dlq_backend(settings, consumer or consumer_name())
@@ -99,9 +108,11 @@ class Runtime:
                 max_attempts=settings.dlq_max_attempts,
             )
         self.validator = SchemaValidator(settings)
-        self.audit = AuditService(settings, self.db, self.writer)
-        self.notifications = NotificationService(settings, self.db, self.writer)
-        self.catalog = Catalog(self.db, self.audit, validator=self.validator, spawn=self.spawn)
+        self.audit = AuditService(settings, self.db, self.writer, self.reads)
+        self.notifications = NotificationService(settings, self.db, self.writer, self.reads)
+        self.catalog = Catalog(
+            self.db, self.audit, validator=self.validator, spawn=self.spawn, reads=self.reads
+        )
         self._background: set[asyncio.Task] = set()
         self._drain_task: asyncio.Task | None = None
 
@@ -109,6 +120,7 @@ class Runtime:
 
     async def open(self) -> None:
         await self.db.open()
+        await self.reads.open()
         if self.ensure_partitions:
             await self._ensure_partitions()
         if self.dlq is None:
@@ -140,6 +152,7 @@ class Runtime:
                 log.error("DLQ close failed: %s", exc)
         for task in list(self._background):
             task.cancel()
+        await self.reads.close()
         await self.db.close()
 
     async def __aenter__(self) -> Runtime:

@@ -11,7 +11,19 @@ import os
 
 import psycopg
 import pytest
-from support import PostgresServer, RedisServer, ServerProcess, run_migrations
+from support import PgBouncerServer, PostgresServer, RedisServer, ServerProcess, run_migrations
+
+# The routes from the API server to this worker's PostgreSQL a test can ask for: modules
+# marked `pgbouncer_too` run their `api` tests over both (SPEC §16: the service works through
+# PgBouncer in transaction mode).
+DATABASE_ROUTES = ("direct", "pgbouncer")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("pgbouncer_too") and (
+        "api" in metafunc.fixturenames or "server" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("database_route", DATABASE_ROUTES, indirect=True, scope="session")
 
 
 def _worker() -> str:
@@ -31,6 +43,20 @@ def database_url(pg_server):
     url = pg_server.create_database(f"ds_{_worker()}")
     run_migrations(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def database_route(request) -> str:
+    """How `server` reaches the database: direct unless parametrised (`pgbouncer_too`)."""
+    return getattr(request, "param", "direct")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server):
+    """PgBouncer in transaction mode in front of this worker's PostgreSQL."""
+    bouncer = PgBouncerServer(pg_server)
+    yield bouncer
+    bouncer.destroy()
 
 
 @pytest.fixture()
@@ -58,12 +84,17 @@ def redis_server():
 
 
 @pytest.fixture(scope="session")
-def server(database_url, tmp_path_factory):
-    """`datastorage serve` under Hypercorn against this worker's database."""
-    proc = ServerProcess(
-        {"DATASTORAGE_DATABASE_URL": database_url},
-        tmp_path_factory.mktemp("server"),
-    )
+def server(database_url, database_route, request, tmp_path_factory):
+    """`datastorage serve` under Hypercorn against this worker's database, directly or through
+    PgBouncer (`database_route`)."""
+    env = {"DATASTORAGE_DATABASE_URL": database_url}
+    if database_route == "pgbouncer":
+        bouncer = request.getfixturevalue("pgbouncer")
+        env = {
+            "DATASTORAGE_DATABASE_URL": bouncer.url_for(database_url.rsplit("/", 1)[1]),
+            "DATASTORAGE_DATABASE_POOLER": "pgbouncer",
+        }
+    proc = ServerProcess(env, tmp_path_factory.mktemp("server"))
     yield proc
     proc.stop()
 

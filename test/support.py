@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 from datastorage import localpg
 from datastorage.localpg import free_port
@@ -43,6 +44,18 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float 
             if time.monotonic() > deadline:
                 raise
         time.sleep(interval)
+
+
+def terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; waits for the process either way."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def pg_bin_dir() -> Path:
@@ -168,9 +181,20 @@ def run_migrations(database_url: str) -> None:
 
 
 class ServerProcess:
-    """`datastorage serve` as a subprocess on a free loopback port."""
+    """`datastorage serve` as a subprocess on a free loopback port. `own_group`: in a session
+    and process group of its own, like a pod (signals to the test's group do not reach it);
+    `wait=False`: started, not yet live (`wait_live()`)."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        args: tuple[str, ...] = (),
+        *,
+        own_group: bool = False,
+        wait: bool = True,
+    ) -> None:
+        self.own_group = own_group
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -185,11 +209,20 @@ class ServerProcess:
         self.args = args
         self.log_path = log_dir / f"server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
-        self.start()
+        self.start(wait=wait)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the server's `/metrics` (0 when absent)."""
+        text = httpx.get(self.url + "/metrics", timeout=10).raise_for_status().text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return 0.0
 
     def start(self, wait: bool = True) -> None:
         self.proc = subprocess.Popen(
@@ -198,6 +231,7 @@ class ServerProcess:
             cwd=REPO,
             stdout=open(self.log_path, "ab"),
             stderr=subprocess.STDOUT,
+            start_new_session=self.own_group,
         )
         if wait:
             self.wait_live()
@@ -273,3 +307,117 @@ def make_notification(**fields: Any) -> dict[str, Any]:
     }
     body.update(fields)
     return body
+
+
+class PgBouncerServer:
+    """Debian's PgBouncer in transaction pooling mode on a loopback port, in front of one
+    PostgreSQL server (every database of it, as `postgres`, trust). As root it runs as the
+    `postgres` user, like the server."""
+
+    def __init__(self, pg: localpg.LocalPostgres, pool_size: int = 20) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not os.path.exists(binary):
+            raise RuntimeError("no pgbouncer: run `make system-deps` (apt package pgbouncer)")
+        self.binary = binary
+        self.root = Path(tempfile.mkdtemp(prefix="ds-bouncer-"))
+        os.chmod(self.root, 0o777)
+        self.port = free_port()
+        (self.root / "userlist.txt").write_text('"postgres" ""\n')
+        (self.root / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={pg.port}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.root}/userlist.txt\n"
+            "pool_mode = transaction\n"
+            "max_client_conn = 1000\n"
+            f"default_pool_size = {pool_size}\n"
+            f"logfile = {self.root}/pgbouncer.log\n"
+            "admin_users = postgres\n"
+            "stats_period = 1\n"
+        )
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def url_for(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            localpg.as_owner([self.binary, str(self.root / "pgbouncer.ini")]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+
+        def ready() -> None:
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            with psycopg.connect(self.url_for("postgres"), connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+
+        eventually(ready, timeout=15)
+
+    def show(self, what: str) -> list[tuple]:
+        """Rows of the admin console's `SHOW <what>` (pools, stats, servers...)."""
+        with psycopg.connect(self.url_for("pgbouncer"), autocommit=True) as conn:
+            return conn.execute(f"SHOW {what}", prepare=False).fetchall()
+
+    def log(self) -> str:
+        path = self.root / "pgbouncer.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def destroy(self) -> None:
+        if self.proc:
+            terminate(self.proc)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class ReplicaServer(localpg.LocalPostgres):
+    """A streaming hot standby of `primary`, made with `pg_basebackup -R` (the primary's default
+    pg_hba already trusts replication from 127.0.0.1), started; `stop()` is a crash."""
+
+    def __init__(self, primary: PostgresServer) -> None:
+        root = Path(tempfile.mkdtemp(prefix="ds-replica-"))
+        os.chmod(root, 0o755)
+        super().__init__(
+            pg_bin_dir(),
+            root,
+            options=["-c max_connections=200", "-c fsync=off", "-c hot_standby=on"],
+            stop_mode="immediate",
+            quiet=True,
+        )
+        self.prepare_root()
+        backup = [
+            str(self.bin / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(self.data),
+            "-R",
+            "-X",
+            "stream",
+            "--checkpoint=fast",
+        ]
+        subprocess.run(localpg.as_owner(backup), check=True, stdout=subprocess.DEVNULL)
+        self.start()
+
+    def execute(self, statement: str, dbname: str = "postgres") -> list[tuple]:
+        with psycopg.connect(self.url_for(dbname), autocommit=True) as conn:
+            cur = conn.execute(statement, prepare=False)
+            return cur.fetchall() if cur.description else []
+
+    def pause_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_resume()")
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

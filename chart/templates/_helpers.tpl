@@ -161,6 +161,19 @@ seccompProfile:
       name: {{ .secret }}
       key: database-url
       {{- end }}
+{{- if and .ctx.Values.externalDatabase.existingSecret .ctx.Values.externalDatabase.existingSecretReadKey }}
+- name: DATASTORAGE_DATABASE_READ_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .ctx.Values.externalDatabase.existingSecret }}
+      key: {{ .ctx.Values.externalDatabase.existingSecretReadKey }}
+{{- else if and (not .ctx.Values.externalDatabase.existingSecret) .ctx.Values.externalDatabase.readUrl }}
+- name: DATASTORAGE_DATABASE_READ_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: database-read-url
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -35,7 +35,7 @@ from datastorage.metrics import (
     PARTITIONS,
 )
 from datastorage.store import partitions
-from datastorage.store.connect import AsyncConnection, connect_async
+from datastorage.store.connect import AsyncConnection, connect_async, require_session
 from datastorage.store.errors import DatabaseError, is_connection_lost
 from datastorage.store.partitions import PartitionSummary
 
@@ -102,7 +102,9 @@ class MaintenanceReport:
 
 async def _connect(settings: Settings) -> AsyncConnection:
     # statement_timeout off: DETACH CONCURRENTLY waits for older transactions to finish;
-    # every DDL step carries its own lock_timeout instead.
+    # every DDL step carries its own lock_timeout instead. The session lock and the session
+    # lock_timeout of the detach steps need a session: not through a transaction pooler.
+    require_session(settings, "partition maintenance")
     return await connect_async(settings, "datastorage-maintenance", statement_timeout=0)
 
 

@@ -37,6 +37,7 @@ from datastorage.services.group_commit import GroupCommitter
 from datastorage.store import audit_queries, audit_writes, cursors
 from datastorage.store.errors import Conflict
 from datastorage.store.pool import Database
+from datastorage.store.replica import ReadRouter
 
 # (index, item) -> {field path: message} for one batch item's request-document checks.
 ItemErrors = Callable[[int, Any], dict[str, str]]
@@ -71,10 +72,18 @@ def invalid_batch(errors: dict[str, str]) -> InvalidInput:
 
 
 class AuditService:
-    def __init__(self, settings: Settings, db: Database, writer: DurableWriter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        writer: DurableWriter,
+        reads: ReadRouter | None = None,
+    ) -> None:
+        """`reads` routes queries to a read replica (default: every read on `db`)."""
         self.settings = settings
         self.db = db
         self.writer = writer
+        self.reads = reads or ReadRouter(settings, db, None)
         self.group = GroupCommitter(
             db,
             lock_timeout=settings.partition_lock_timeout,
@@ -281,15 +290,18 @@ class AuditService:
             count_limit=self.settings.count_limit,
         )
         try:
-            async with self.db.connection() as conn:
-                return query, await audit_queries.query_events(conn, query)
+            page = await self.reads.read(lambda conn: audit_queries.query_events(conn, query))
         except cursors.BadCursor as exc:
             count_failure("cursor", "format")
             raise InvalidInput({"cursor": str(exc)}) from exc
+        return query, page
 
     async def get(self, event_id: str) -> dict[str, Any]:
-        async with self.db.connection() as conn:
-            event = await audit_queries.get_event(conn, event_id)
+        # Events never change once stored: a replica that has one has the right one, and a
+        # replica that has not replayed it yet sends the read on to the primary.
+        event = await self.reads.read(
+            lambda conn: audit_queries.get_event(conn, event_id), miss=lambda found: found is None
+        )
         if event is None:
             raise NotFound(f"no audit event {event_id}")
         return event

@@ -54,6 +54,7 @@ from datastorage.store import audit_writes, partitions
 from datastorage.store import workflows as store
 from datastorage.store.errors import Conflict
 from datastorage.store.pool import Database
+from datastorage.store.replica import ReadRouter
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +152,14 @@ class Catalog:
         *,
         validator: Any = None,
         spawn: Spawn | None = None,
+        reads: ReadRouter | None = None,
     ) -> None:
         if validator is None:
             validator = SchemaValidator(audit.settings)
         self.db = db
+        # Lists and searches may read a replica; a workflow by id or by version (which the
+        # operator reconciles from, and which changes) always reads the primary.
+        self.reads = reads or ReadRouter(audit.settings, db, None)
         self.audit = audit
         self.lock_timeout = audit.settings.partition_lock_timeout
         self.validator = validator
@@ -218,8 +223,9 @@ class Catalog:
         return None if row is None else store.row_to_api(row)
 
     async def list(self, filters: dict, limit: int, offset: int) -> tuple[list[dict], int]:
-        async with self.db.connection() as conn:
-            rows, total = await store.list_workflows(conn, filters, limit, offset)
+        rows, total = await self.reads.read(
+            lambda conn: store.list_workflows(conn, filters, limit, offset)
+        )
         return [store.row_to_api(r) for r in rows], total
 
     async def versions(self, workflow_name: str) -> list[dict]:
@@ -305,10 +311,8 @@ class Catalog:
         top_k = request.get("top_k", DEFAULT_TOP_K)
         min_score = request.get("min_score", DEFAULT_MIN_SCORE)
         include_disabled = request.get("include_disabled", False)
-        async with self.db.connection() as conn:
-            rows = await store.search_candidates(
-                conn, filters, searched_statuses(filters, include_disabled)
-            )
+        statuses = searched_statuses(filters, include_disabled)
+        rows = await self.reads.read(lambda conn: store.search_candidates(conn, filters, statuses))
         # The SQL selects by the same rule for speed; the domain function stays the authority.
         scored = [
             (row, scoring.score_workflow(filters, row))

@@ -15,13 +15,22 @@ from datastorage.services.audit import Outcome
 from datastorage.services.durable import NOTIFICATION_KIND, DurableWriter, Queued
 from datastorage.store import notifications
 from datastorage.store.pool import Database
+from datastorage.store.replica import ReadRouter
 
 
 class NotificationService:
-    def __init__(self, settings: Settings, db: Database, writer: DurableWriter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        writer: DurableWriter,
+        reads: ReadRouter | None = None,
+    ) -> None:
+        """`reads` routes the list to a read replica (default: on `db`)."""
         self.settings = settings
         self.db = db
         self.writer = writer
+        self.reads = reads or ReadRouter(settings, db, None)
 
     def accept(self, body: dict[str, Any], recorded_by: str | None = None) -> dict[str, Any]:
         """The stored form of a record (schema already checked), or `InvalidInput`.
@@ -61,5 +70,6 @@ class NotificationService:
     async def list(
         self, filters: dict[str, Any], limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
-        async with self.db.connection() as conn:
-            return await notifications.list_notifications(conn, filters, limit, offset)
+        return await self.reads.read(
+            lambda conn: notifications.list_notifications(conn, filters, limit, offset)
+        )

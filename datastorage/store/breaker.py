@@ -30,9 +30,12 @@ class CircuitBreaker:
         interval: float,
         on_open: Callable[[], None] | None = None,
         on_recovered: Callable[[], None] | None = None,
+        subject: str = "database",
     ) -> None:
         """`probe` raises while the database is unusable; `on_open` runs each time a failure
-        is reported (the pool re-checks its idle connections)."""
+        is reported (the pool re-checks its idle connections). `subject` names the server in
+        the log (the database, or the read replica)."""
+        self._subject = subject
         self._probe = probe
         self._interval = interval
         self._on_open = on_open
@@ -53,7 +56,8 @@ class CircuitBreaker:
         """A request found the database unreachable: open (or keep open) the breaker."""
         if self._reason is None:
             log.warning(
-                "database unreachable (%s): failing fast, probing every %.0f s",
+                "%s unreachable (%s): failing fast, probing every %.0f s",
+                self._subject,
                 reason,
                 self._interval,
             )
@@ -75,7 +79,7 @@ class CircuitBreaker:
     def _close(self) -> None:
         if self._reason is not None:
             self._reason = None
-            log.warning("database reachable again")
+            log.warning("%s reachable again", self._subject)
             if self._on_recovered is not None:
                 self._on_recovered()
 

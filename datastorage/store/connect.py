@@ -5,6 +5,16 @@ command, partition maintenance).
 Every connection is autocommit, runs in UTC, carries an application name and a statement
 timeout, and gives up connecting after the pool timeout (at least 1 s). Callers outside
 `datastorage.store` get connections from here and never import psycopg.
+
+Through PgBouncer in transaction mode (`database_pooler = pgbouncer`) consecutive statements
+of one client may run on different server sessions, so nothing may rely on session state:
+- no `options` startup parameter (PgBouncer refuses it): the time zone is set with `SET`
+  after connecting, which PgBouncer tracks (TimeZone is one of the parameters it re-applies
+  to whichever server session serves the client); the statement timeout is not sent — it
+  belongs on the database role or in PgBouncer's `query_timeout` (see docs/scaling.md);
+- no server-side prepared statements (PgBouncer 1.18 does not carry them between sessions);
+- work that needs a session (session advisory locks, `DETACH ... CONCURRENTLY` with a session
+  lock timeout: partition maintenance) refuses to run: `require_session`.
 """
 
 from __future__ import annotations
@@ -16,7 +26,37 @@ from psycopg import AsyncConnection, Connection
 
 from datastorage.config import Settings
 
-__all__ = ["AsyncConnection", "Connection", "connect_async", "connect_sync", "session_kwargs"]
+__all__ = [
+    "AsyncConnection",
+    "Connection",
+    "SessionRequired",
+    "connect_async",
+    "connect_sync",
+    "require_session",
+    "session_kwargs",
+    "set_session_async",
+]
+
+SET_UTC = "SET TimeZone TO 'UTC'"
+
+
+class SessionRequired(RuntimeError):
+    """Work that needs a database session was asked to run through a transaction pooler."""
+
+
+def transaction_pooled(settings: Settings) -> bool:
+    """True when the database URL names a transaction-mode pooler (no session state)."""
+    return settings.database_pooler == "pgbouncer"
+
+
+def require_session(settings: Settings, what: str) -> None:
+    """Refuse `what` through a transaction pooler: it would leave session state behind."""
+    if transaction_pooled(settings):
+        raise SessionRequired(
+            f"{what} needs a database session: through PgBouncer in transaction mode it "
+            "cannot run; give this process a direct PostgreSQL URL (or a session-mode pool) "
+            "and leave DATASTORAGE_DATABASE_POOLER unset"
+        )
 
 
 def session_kwargs(
@@ -32,12 +72,24 @@ def session_kwargs(
         statement_timeout = settings.db_statement_timeout
     if connect_timeout is None:
         connect_timeout = settings.db_pool_timeout
-    return {
+    kwargs: dict[str, Any] = {
         "autocommit": True,
         "application_name": application_name,
-        "options": f"-c TimeZone=UTC -c statement_timeout={int(statement_timeout * 1000)}",
         "connect_timeout": max(1, int(connect_timeout)),
     }
+    if transaction_pooled(settings):
+        # No startup options and no prepared statements; UTC comes from `set_session_*`.
+        kwargs["prepare_threshold"] = None
+    else:
+        timeout_ms = int(statement_timeout * 1000)
+        kwargs["options"] = f"-c TimeZone=UTC -c statement_timeout={timeout_ms}"
+    return kwargs
+
+
+async def set_session_async(settings: Settings, conn: AsyncConnection) -> None:
+    """What a new connection runs before use: UTC through a pooler (else it came as an option)."""
+    if transaction_pooled(settings):
+        await conn.execute(SET_UTC)
 
 
 async def connect_async(
@@ -55,7 +107,9 @@ async def connect_async(
         statement_timeout=statement_timeout,
         connect_timeout=connect_timeout,
     )
-    return await AsyncConnection.connect(settings.require_database_url(), **kwargs)
+    conn = await AsyncConnection.connect(settings.require_database_url(), **kwargs)
+    await set_session_async(settings, conn)
+    return conn
 
 
 def connect_sync(
@@ -63,7 +117,10 @@ def connect_sync(
 ) -> Connection:
     """One blocking connection (command-line tools; use it as a context manager)."""
     kwargs = session_kwargs(settings, application_name, statement_timeout=statement_timeout)
-    return psycopg.connect(settings.require_database_url(), **kwargs)
+    conn = psycopg.connect(settings.require_database_url(), **kwargs)
+    if transaction_pooled(settings):
+        conn.execute(SET_UTC)
+    return conn
 
 
 # The connection type, for annotations outside store/ (which never import psycopg).

@@ -3,6 +3,10 @@
 Safe to run twice and concurrently: a second runner waits for the lock, then finds every
 version recorded in `schema_migrations` and applies nothing. After the schema, the current
 month and `premake` months ahead get their partitions.
+
+Everything runs in one transaction holding a transaction-scoped lock, so the same command
+works through PgBouncer in transaction mode (a session lock could be taken on one server
+session and released on another); pending migrations are applied all or none.
 """
 
 from __future__ import annotations
@@ -32,28 +36,27 @@ def migration_files() -> list[tuple[int, str, str]]:
 def migrate(database_url: str, premake: int) -> list[str]:
     """Apply pending migrations and ensure partitions; returns the names applied."""
     applied = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        try:
+    with (
+        psycopg.connect(database_url, autocommit=True, prepare_threshold=None) as conn,
+        conn.transaction(),
+    ):
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, name, text in migration_files():
+            if version in done:
+                continue
+            conn.execute(text)
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (version, name),
             )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, name, text in migration_files():
-                if version in done:
-                    continue
-                with conn.transaction():
-                    conn.execute(text)
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (version, name),
-                    )
-                log.info("applied migration %s", name)
-                applied.append(name)
-            for month in partitions.window(premake):
-                partitions.ensure_month_partition(conn, month)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+            log.info("applying migration %s", name)
+            applied.append(name)
+        for month in partitions.window(premake):
+            partitions.ensure_month_partition(conn, month)
     return applied

@@ -24,19 +24,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from datastorage.config import Settings
 from datastorage.metrics import POOL_CONNECTIONS, POOL_TIMEOUTS, POOL_WAIT, POOL_WAITING
 from datastorage.store.breaker import CircuitBreaker
-from datastorage.store.connect import session_kwargs
+from datastorage.store.connect import session_kwargs, set_session_async, transaction_pooled
 from datastorage.store.errors import StoreUnavailable, is_server_gone, is_transient
 
 log = logging.getLogger(__name__)
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 1.0
-
-
-async def _configure(conn: AsyncConnection) -> None:
-    # jsonb keeps numbers exact: a 1e300 sent in event_data comes back as a 301-digit integer.
-    # orjson reads an integer beyond 64 bits as a float (what the client sent), which the
-    # response codec can write; the stdlib would give an int that no response could carry.
-    set_json_loads(orjson.loads, conn)
 
 
 class Database:
@@ -46,11 +39,15 @@ class Database:
         *,
         application_name: str = "datastorage",
         on_recovered: Callable[[], None] | None = None,
+        read_replica_url: str | None = None,
     ) -> None:
-        """`on_recovered` runs when the database is reachable again after an outage."""
+        """`on_recovered` runs when the database is reachable again after an outage.
+        `read_replica_url`: this pool is the read replica's, not the configured primary's; it
+        publishes no pool metrics (they describe the primary's pool) and logs as the replica."""
         self.settings = settings
+        self.is_primary = read_replica_url is None
         self.pool = AsyncConnectionPool(
-            settings.require_database_url(),
+            read_replica_url or settings.require_database_url(),
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             timeout=settings.db_pool_timeout,
@@ -58,9 +55,9 @@ class Database:
             # Plans of the audit queries depend on the parameter values (see TOOLING §10):
             # prepare only where a statement opts in with prepare=True.
             kwargs={"prepare_threshold": None, **session_kwargs(settings, application_name)},
-            configure=_configure,
+            configure=self._configure,
             reconnect_timeout=0,  # a failed reconnection gives up at once; requests regrow
-            name="datastorage",
+            name="datastorage" if read_replica_url is None else "datastorage-replica",
         )
         self._waiting = 0
         self._checking: asyncio.Task | None = None
@@ -69,10 +66,28 @@ class Database:
             interval=PROBE_INTERVAL,
             on_open=self._check_idle_connections,
             on_recovered=on_recovered,
+            subject="database" if read_replica_url is None else "read replica",
         )
+
+    async def _configure(self, conn: AsyncConnection) -> None:
+        # jsonb keeps numbers exact: a 1e300 sent in event_data comes back as a 301-digit
+        # integer. orjson reads an integer beyond 64 bits as a float (what the client sent),
+        # which the response codec can write; the stdlib would give an int no response carries.
+        set_json_loads(orjson.loads, conn)
+        await set_session_async(self.settings, conn)
 
     async def open(self) -> None:
         """Open without waiting: the server starts (degraded) even while PostgreSQL is down."""
+        if (
+            self.is_primary
+            and transaction_pooled(self.settings)
+            and self.settings.db_statement_timeout
+        ):
+            log.info(
+                "through PgBouncer the statement timeout (%s s) is not set per session: set it "
+                "on the database role or as PgBouncer's query_timeout",
+                self.settings.db_statement_timeout,
+            )
         await self.pool.open(wait=False)
 
     async def wait_until_open(self, timeout: float) -> None:
@@ -100,17 +115,20 @@ class Database:
         self.breaker.check()
         started = time.perf_counter()
         self._waiting += 1
-        POOL_WAITING.set(self._waiting)
+        if self.is_primary:
+            POOL_WAITING.set(self._waiting)
         acquired = False
         try:
             async with self.pool.connection() as conn:
                 acquired = True
                 self._waiting -= 1
-                POOL_WAITING.set(self._waiting)
-                POOL_WAIT.observe(time.perf_counter() - started)
+                if self.is_primary:
+                    POOL_WAITING.set(self._waiting)
+                    POOL_WAIT.observe(time.perf_counter() - started)
                 yield conn
         except PoolTimeout as exc:
-            POOL_TIMEOUTS.inc()
+            if self.is_primary:
+                POOL_TIMEOUTS.inc()
             if self.pool.get_stats().get("pool_size", 0) < max(1, self.settings.db_pool_min):
                 self.breaker.trip("cannot connect")
             raise StoreUnavailable(
@@ -134,6 +152,8 @@ class Database:
             await conn.execute("SELECT 1")
 
     def update_metrics(self) -> None:
+        if not self.is_primary:
+            return
         stats = self.pool.get_stats()
         size = stats.get("pool_size", 0)
         idle = stats.get("pool_available", 0)

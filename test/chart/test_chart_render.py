@@ -524,6 +524,9 @@ def test_external_database_and_redis_replace_the_bundled_ones():
         "postgresql://datastorage:s3cret@db.example.internal"
     )
     assert secret["stringData"]["dlq-url"] == "redis://:s3cret@redis.example.internal:6379/2"
+    assert secret["stringData"]["database-read-url"].startswith(
+        "postgresql://datastorage:s3cret@replica.example.internal"
+    )
     config = one(docs, "ConfigMap", FULLNAME)["data"]
     assert "DATASTORAGE_DATABASE_URL" not in config and "DATASTORAGE_DLQ_URL" not in config
     for c in deployment_pod(docs)["containers"]:
@@ -532,6 +535,9 @@ def test_external_database_and_redis_replace_the_bundled_ones():
             "secretKeyRef": {"name": FULLNAME, "key": "database-url"}
         }
         assert env["DATASTORAGE_DLQ_URL"] == {"secretKeyRef": {"name": FULLNAME, "key": "dlq-url"}}
+        assert env["DATASTORAGE_DATABASE_READ_URL"] == {
+            "secretKeyRef": {"name": FULLNAME, "key": "database-read-url"}
+        }
         assert not any(m["name"] == "postgresql-password" for m in c["volumeMounts"])
 
 
@@ -542,6 +548,9 @@ def test_existing_secrets_are_referenced_not_created():
         env = env_map(c)
         assert env["DATASTORAGE_DATABASE_URL"] == {
             "secretKeyRef": {"name": "datastorage-db", "key": "url"}
+        }
+        assert env["DATASTORAGE_DATABASE_READ_URL"] == {
+            "secretKeyRef": {"name": "datastorage-db", "key": "read-url"}
         }
         assert env["DATASTORAGE_DLQ_URL"] == {
             "secretKeyRef": {"name": "datastorage-redis", "key": "url"}

@@ -9,6 +9,9 @@ import uuid
 import pytest
 from support import make_event, now_rfc3339
 
+# Each test runs twice: the server connects directly, then through PgBouncer.
+pytestmark = pytest.mark.pgbouncer_too
+
 EVENTS = "/api/v1/audit/events"
 BATCH = "/api/v1/audit/events/batch"
 

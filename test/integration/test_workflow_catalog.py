@@ -15,6 +15,9 @@ from workflow_helpers import WORKFLOWS, create, sha256, unique, workflow_body
 
 from datastorage.domain.lifecycle import STATUSES
 
+# Each test runs twice: the server connects directly, then through PgBouncer.
+pytestmark = pytest.mark.pgbouncer_too
+
 PROBLEMS = "https://kubernaut.ai/problems/"
 LEGAL = {
     ("active", "disabled"),

@@ -11,6 +11,9 @@ import pytest
 import support
 from workflow_helpers import WORKFLOWS, create, search, search_body, unique, workflow_body
 
+# Each test runs twice: the server connects directly, then through PgBouncer.
+pytestmark = pytest.mark.pgbouncer_too
+
 ITEM_KEYS = {
     "workflow_id",
     "title",

@@ -18,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 from kubernetes import client, config
-from support import REPO, eventually, free_port, run_migrations
+from support import REPO, eventually, free_port, run_migrations, terminate
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "default"
@@ -53,13 +53,7 @@ class KubeEmulator:
         eventually(up, timeout=20)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
 
 
 class OperatorProcess:

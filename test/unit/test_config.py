@@ -25,8 +25,10 @@ def test_defaults_match_the_spec():
 def test_every_setting_is_read_from_its_environment_variable():
     for setting in SETTINGS:
         default = setting.default
-        if setting.field in ("database_url",):
+        if setting.field in ("database_url", "database_read_url"):
             raw = "postgresql://u@h:5432/db"
+        elif setting.field == "database_pooler":
+            raw = "pgbouncer"
         elif setting.field == "dlq_url":
             raw = "redis://localhost:6379/2"
         elif setting.field in ("log_level",):
