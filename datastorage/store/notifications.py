@@ -1,9 +1,13 @@
-"""SQL of the notification_audit table."""
+"""SQL of the notification_audit table.
+
+A record has two keys: `id`, the int64 the database assigns (what clients see), and
+`record_id`, the uuid the server chooses before the first attempt (what a DLQ record carries,
+so a replay inserts it at most once).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 from psycopg import AsyncConnection, errors, sql
@@ -26,13 +30,13 @@ FIELDS = (
 )
 _RETURNED = ("id", *FIELDS, "created_at", "updated_at")
 _RETURNING = sql.SQL(", ").join(sql.Identifier(c) for c in _RETURNED)
-_COLS = sql.SQL(", ").join(sql.Identifier(c) for c in ("id", *FIELDS))
+_COLS = sql.SQL(", ").join(sql.Identifier(c) for c in ("record_id", *FIELDS))
 _VALS = sql.SQL(", ").join(sql.Placeholder() * (len(FIELDS) + 1))
 _INSERT = sql.SQL("INSERT INTO notification_audit ({cols}) VALUES ({vals}) RETURNING {ret}").format(
     cols=_COLS, vals=_VALS, ret=_RETURNING
 )
 _REPLAY = sql.SQL(
-    "INSERT INTO notification_audit ({cols}) VALUES ({vals}) ON CONFLICT (id) DO NOTHING"
+    "INSERT INTO notification_audit ({cols}) VALUES ({vals}) ON CONFLICT (record_id) DO NOTHING"
 ).format(cols=_COLS, vals=_VALS)
 
 
@@ -41,15 +45,13 @@ def _to_api(row: dict[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if isinstance(value, dt.datetime):
             value = format_timestamp(value)
-        elif isinstance(value, uuid.UUID):
-            value = str(value)
         out[key] = value
     return out
 
 
 def _values(record: dict[str, Any]) -> list[Any]:
-    """(id, *FIELDS) — the id is chosen by the server before the first attempt."""
-    values = [record["id"], *(record.get(f) for f in FIELDS)]
+    """(record_id, *FIELDS). Records queued before migration 007 carry their uuid as `id`."""
+    values = [record.get("record_id") or record["id"], *(record.get(f) for f in FIELDS)]
     values[1 + FIELDS.index("escalation_level")] = record.get("escalation_level") or 0
     return values
 
@@ -64,7 +66,7 @@ async def insert_notification(conn: AsyncConnection, record: dict[str, Any]) -> 
 
 
 async def replay_notifications(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
-    """Idempotent replay keyed by the id handed out with the 202 (and notification_id)."""
+    """Idempotent replay keyed by the server-chosen `record_id`."""
     async with conn.transaction(), conn.cursor() as cur:
         await cur.executemany(_REPLAY, [_values(r) for r in records])
 
