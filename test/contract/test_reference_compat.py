@@ -182,16 +182,24 @@ UNHEALTHY = shape(
     ["status", "error"], {"status": field("string", enum=["unhealthy"]), "error": STRING}
 )
 SEVERITY = field("string", enum=["critical", "high", "medium", "low"])
-MANDATORY_LABELS = shape(
-    ["signal_type", "severity", "component", "environment", "priority"],
-    {
-        "signal_type": STRING,
-        "severity": SEVERITY,
-        "component": STRING,
-        "environment": STRING,
-        "priority": field("string", enum=["P0", "P1", "P2", "P3", "*"]),
-    },
-)
+PRIORITIES = ["P0", "P1", "P2", "P3"]
+
+
+def mandatory_labels(priorities: list[str]) -> dict[str, Any]:
+    """The five mandatory labels (a workflow's, or a search's filters)."""
+    return shape(
+        ["signal_type", "severity", "component", "environment", "priority"],
+        {
+            "signal_type": STRING,
+            "severity": SEVERITY,
+            "component": STRING,
+            "environment": STRING,
+            "priority": field("string", enum=priorities),
+        },
+    )
+
+
+MANDATORY_LABELS = mandatory_labels([*PRIORITIES, "*"])
 CUSTOM_LABELS = {"type": "object", "additionalProperties": {"type": "array", "items": STRING}}
 DETECTED_LABELS = shape(
     [],
@@ -293,16 +301,7 @@ SEARCH_RESPONSE = shape(
     {
         "workflows": {"type": "array", "items": SEARCH_RESULT},
         "total_results": INTEGER,
-        "filters": shape(
-            ["signal_type", "severity", "component", "environment", "priority"],
-            {
-                "signal_type": STRING,
-                "severity": SEVERITY,
-                "component": STRING,
-                "environment": STRING,
-                "priority": field("string", enum=["P0", "P1", "P2", "P3"]),
-            },
-        ),
+        "filters": mandatory_labels(PRIORITIES),
     },
 )
 
