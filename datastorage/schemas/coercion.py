@@ -7,7 +7,7 @@ JSON Schema counts `5.0` as an integer, but the handlers and PostgreSQL must not
 there: `integer_paths` finds the integer fields of a body schema once, and
 `integral_floats_to_int` fixes a valid body in place. Fields marked `x-null-means-absent` in
 the document (optional fields older clients send as `null`, SPEC §15) are found by
-`null_as_absent_paths` and removed by `drop_null`, so everything after validation sees such a
+`null_as_absent_fields` and removed by `drop_nulls`, so everything after validation sees such a
 body exactly as if the field had been left out.
 """
 
@@ -65,9 +65,12 @@ def integer_paths(schema: Any) -> list[Path]:
     return _schema_paths(schema, _is_integer)
 
 
-def null_as_absent_paths(schema: Any) -> list[Path]:
-    """Paths of the fields whose explicit `null` means "absent"."""
-    return _schema_paths(schema, lambda s: s.get(NULL_MEANS_ABSENT) is True)
+def null_as_absent_fields(schema: Any) -> list[tuple[Path, tuple[str, ...]]]:
+    """Where an explicit `null` means "absent": (path of an object, its marked field names)."""
+    grouped: dict[Path, list[str]] = {}
+    for path in _schema_paths(schema, lambda s: s.get(NULL_MEANS_ABSENT) is True):
+        grouped.setdefault(path[:-1], []).append(path[-1])
+    return [(parent, tuple(names)) for parent, names in grouped.items()]
 
 
 def _visit(node: Any, path: Path, fix: Callable[[Any, Any], None]) -> None:
@@ -95,9 +98,11 @@ def _to_int(container: Any, key: Any) -> None:
         container[key] = int(container[key])
 
 
-def _drop_if_null(container: Any, key: Any) -> None:
-    if container[key] is None:
-        del container[key]
+def _drop_nulls(obj: Any, names: tuple[str, ...]) -> None:
+    if type(obj) is dict:
+        for name in names:
+            if obj.get(name, 0) is None:
+                del obj[name]
 
 
 def integral_floats_to_int(node: Any, path: Path) -> None:
@@ -105,6 +110,13 @@ def integral_floats_to_int(node: Any, path: Path) -> None:
     _visit(node, path, _to_int)
 
 
-def drop_null(node: Any, path: Path) -> None:
-    """Remove the key at `path` where its value is `null`, in place."""
-    _visit(node, path, _drop_if_null)
+def drop_nulls(node: Any, parent: Path, names: tuple[str, ...]) -> None:
+    """Remove the `names` whose value is `null` from the object(s) at `parent`, in place."""
+    if not parent:
+        _drop_nulls(node, names)
+    elif parent == (EACH,):  # the items of a batch: the hot case, without the generic walk
+        if type(node) is list:
+            for item in node:
+                _drop_nulls(item, names)
+    else:
+        _visit(node, parent, lambda container, key: _drop_nulls(container[key], names))

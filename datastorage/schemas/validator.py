@@ -19,10 +19,10 @@ import referencing.jsonschema
 from datastorage.config import Settings
 from datastorage.schemas.coercion import (
     coerce_text,
-    drop_null,
+    drop_nulls,
     integer_paths,
     integral_floats_to_int,
-    null_as_absent_paths,
+    null_as_absent_fields,
 )
 from datastorage.schemas.document import (
     SPEC_URI,
@@ -47,7 +47,7 @@ class SchemaValidator:
         self._bodies: dict[str, jsonschema.Draft202012Validator] = {}
         self._fast: dict[str, Any] = {}
         self._integers: dict[str, list[tuple[Any, ...]]] = {}
-        self._nulls: dict[str, list[tuple[Any, ...]]] = {}
+        self._nulls: dict[str, list[tuple[tuple[Any, ...], tuple[str, ...]]]] = {}
         self._parameters: dict[str, tuple[jsonschema.Draft202012Validator, dict[str, Any]]] = {}
         for path_item in document["paths"].values():
             for operation in path_item.values():
@@ -58,7 +58,7 @@ class SchemaValidator:
                     self._fast[op_id] = fast_validator(body["schema"], document)
                     inlined = inline_refs(body["schema"], document)
                     self._integers[op_id] = integer_paths(inlined)
-                    self._nulls[op_id] = null_as_absent_paths(inlined)
+                    self._nulls[op_id] = null_as_absent_fields(inlined)
                 params = {
                     p["name"]: p
                     for p in operation.get("parameters", [])
@@ -102,8 +102,8 @@ class SchemaValidator:
             errors = collect_field_errors(self._bodies[operation_id].iter_errors(data), root)
             if errors:
                 return errors
-        for path in self._nulls.get(operation_id, ()):
-            drop_null(data, path)
+        for parent, names in self._nulls.get(operation_id, ()):
+            drop_nulls(data, parent, names)
         for path in self._integers.get(operation_id, ()):
             integral_floats_to_int(data, path)
         return {}
