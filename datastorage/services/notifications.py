@@ -39,7 +39,7 @@ class NotificationService:
         return {
             **{k: body.get(k) for k in notifications.FIELDS},
             "sent_at": sent_at.isoformat(),
-            "record_id": str(uuid.uuid4()),
+            "id": str(uuid.uuid4()),
         }
 
     async def record(self, body: dict[str, Any]) -> Outcome:

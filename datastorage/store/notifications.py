@@ -1,8 +1,8 @@
 """SQL of the notification_audit table.
 
-A record has two keys: `id`, the int64 the database assigns (what clients see), and
-`record_id`, the uuid the server chooses before the first attempt (what a DLQ record carries,
-so a replay inserts it at most once).
+A record has two keys. `id` in the table is the uuid the server chooses before the first
+attempt: a DLQ record carries it, so a replay inserts the record at most once. `seq` is the
+int64 the database numbers records with (migration 007), and what the API calls `id`.
 """
 
 from __future__ import annotations
@@ -28,15 +28,16 @@ FIELDS = (
     "error_message",
     "escalation_level",
 )
-_RETURNED = ("id", *FIELDS, "created_at", "updated_at")
-_RETURNING = sql.SQL(", ").join(sql.Identifier(c) for c in _RETURNED)
-_COLS = sql.SQL(", ").join(sql.Identifier(c) for c in ("record_id", *FIELDS))
+_RETURNING = sql.SQL(", ").join(
+    [sql.SQL("seq AS id"), *(sql.Identifier(c) for c in (*FIELDS, "created_at", "updated_at"))]
+)
+_COLS = sql.SQL(", ").join(sql.Identifier(c) for c in ("id", *FIELDS))
 _VALS = sql.SQL(", ").join(sql.Placeholder() * (len(FIELDS) + 1))
 _INSERT = sql.SQL("INSERT INTO notification_audit ({cols}) VALUES ({vals}) RETURNING {ret}").format(
     cols=_COLS, vals=_VALS, ret=_RETURNING
 )
 _REPLAY = sql.SQL(
-    "INSERT INTO notification_audit ({cols}) VALUES ({vals}) ON CONFLICT (record_id) DO NOTHING"
+    "INSERT INTO notification_audit ({cols}) VALUES ({vals}) ON CONFLICT (id) DO NOTHING"
 ).format(cols=_COLS, vals=_VALS)
 
 
@@ -50,8 +51,8 @@ def _to_api(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _values(record: dict[str, Any]) -> list[Any]:
-    """(record_id, *FIELDS). Records queued before migration 007 carry their uuid as `id`."""
-    values = [record.get("record_id") or record["id"], *(record.get(f) for f in FIELDS)]
+    """(id, *FIELDS): the uuid is chosen by the server before the first attempt."""
+    values = [record["id"], *(record.get(f) for f in FIELDS)]
     values[1 + FIELDS.index("escalation_level")] = record.get("escalation_level") or 0
     return values
 
@@ -66,7 +67,7 @@ async def insert_notification(conn: AsyncConnection, record: dict[str, Any]) -> 
 
 
 async def replay_notifications(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
-    """Idempotent replay keyed by the server-chosen `record_id`."""
+    """Idempotent replay keyed by the server-chosen uuid."""
     async with conn.transaction(), conn.cursor() as cur:
         await cur.executemany(_REPLAY, [_values(r) for r in records])
 
@@ -86,7 +87,7 @@ async def list_notifications(
         await cur.execute(
             sql.SQL(
                 "SELECT {ret} FROM notification_audit WHERE {where} "
-                "ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
+                "ORDER BY created_at DESC, seq LIMIT %s OFFSET %s"
             ).format(ret=_RETURNING, where=where),
             [*params, limit, offset],
         )

@@ -417,7 +417,7 @@ def test_notification_nulls_are_absent_and_the_id_is_an_int64(client, contract_s
     assert created == plain  # null reads back exactly as omitted
     with psycopg.connect(contract_stack.database_url) as conn:
         row = conn.execute(
-            "SELECT id, delivery_status, error_message FROM notification_audit "
+            "SELECT seq, delivery_status, error_message FROM notification_audit "
             "WHERE notification_id = %s",
             (body["notification_id"],),
         ).fetchone()

@@ -2,11 +2,11 @@
 
 A database at the previous schema holds notification records keyed by uuid, and the DLQ holds
 records the previous version queued (their uuid in `id`): one already stored (a replay after a
-crash before the acknowledgement) and one not. After `migrate` and a server start, the old
-rows keep everything and get ids in creation order, the queued records are replayed by the
-server's drain worker (each stored once), and new records continue the sequence (increasing,
-not gapless: an insert that finds its record already stored still uses a number). Both DLQ
-backends.
+crash before the acknowledgement) and one not. After `migrate`, the old rows keep everything
+and are numbered in creation order; the previous version's own insert still works (a rolling
+upgrade, a rollback); the queued records are replayed by the new server's drain worker (each
+stored once); new records continue the sequence (increasing, not gapless: an insert that finds
+its record already stored still uses a number). Both DLQ backends.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def previous_record(**fields: Any) -> dict[str, Any]:
 
 
 def store_previous(url: str, records: list[dict[str, Any]], ages: list[int]) -> None:
+    """Insert as the previous version did: the uuid and the fields, no number."""
     columns = ("id", *FIELDS, "created_at")
     insert = (
         f"INSERT INTO notification_audit ({', '.join(columns)}) "
@@ -81,8 +82,8 @@ async def queue_previous(url: str, records: list[dict[str, Any]]) -> None:
 def rows(url: str) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row) as conn:
         return conn.execute(
-            "SELECT id, record_id::text, notification_id, escalation_level "
-            "FROM notification_audit ORDER BY id"
+            "SELECT seq, id::text AS uuid, notification_id, escalation_level "
+            "FROM notification_audit ORDER BY seq"
         ).fetchall()
 
 
@@ -96,17 +97,21 @@ def test_upgrade_keeps_rows_and_replays_records_the_previous_version_queued(
     not_stored = previous_record(delivery_status="250 OK")
     asyncio.run(queue_previous(queue_url, [stored[1], not_stored]))
 
-    assert migrate(url, premake=1) == ["007_notification_bigint_id.sql"]
+    assert migrate(url, premake=1) == ["007_notification_int_ids.sql"]
     oldest_first = stored[::-1]
     assert rows(url) == [
         {
-            "id": position,
-            "record_id": record["id"],
+            "seq": position,
+            "uuid": record["id"],
             "notification_id": record["notification_id"],
             "escalation_level": record["escalation_level"],
         }
         for position, record in enumerate(oldest_first, start=1)
     ]
+    by_previous_version = previous_record()
+    store_previous(url, [by_previous_version], ages=[0])
+    assert rows(url)[-1]["uuid"] == by_previous_version["id"]
+    assert rows(url)[-1]["seq"] == 4
 
     server = ServerProcess(
         {"DATASTORAGE_DATABASE_URL": url, "DATASTORAGE_DLQ_URL": queue_url}, tmp_path
@@ -122,16 +127,17 @@ def test_upgrade_keeps_rows_and_replays_records_the_previous_version_queued(
 
             assert eventually(drained, timeout=30, interval=0.2)["dead_lettered"] == 0
             after = rows(url)
-            assert [r["record_id"] for r in after] == [r["id"] for r in [*oldest_first, not_stored]]
-            replayed_id = after[-1]["id"]
-            assert replayed_id > 3  # a sequence: increasing, with gaps (a skipped replay uses one)
+            expected = [*oldest_first, by_previous_version, not_stored]
+            assert [r["uuid"] for r in after] == [r["id"] for r in expected]
+            replayed_seq = after[-1]["seq"]
+            assert replayed_seq > 4  # a sequence: increasing, with gaps (a skipped replay uses one)
             listed = api.get(
                 NOTIFICATIONS, params={"notification_id": not_stored["notification_id"]}
             )
             (record,) = listed.json()["data"]
-            assert record["id"] == replayed_id and record["delivery_status"] == "250 OK"
+            assert record["id"] == replayed_seq and record["delivery_status"] == "250 OK"
             created = api.post(NOTIFICATIONS, json=make_notification())
             assert created.status_code == 201, created.text
-            assert created.json()["id"] > replayed_id
+            assert created.json()["id"] > replayed_seq
     finally:
         server.stop()
