@@ -63,7 +63,10 @@ async def health(request: Request) -> Response:
     healthy = checks["database"]["status"] == "up" and checks["dlq"]["status"] != "down"
     if healthy and not ctx.shutting_down:
         return json_response({"status": "healthy", "checks": checks})
-    return _unavailable(ctx, {"status": "unhealthy", "checks": checks})
+    # `error`: the one-line reason clients of the reference contract read (SPEC §15).
+    failing = [f"{name}: {c['error']}" for name, c in checks.items() if c["status"] == "down"]
+    error = "; ".join(failing) or "shutting down"
+    return _unavailable(ctx, {"status": "unhealthy", "error": error, "checks": checks})
 
 
 async def metrics(request: Request) -> Response:

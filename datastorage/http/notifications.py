@@ -17,7 +17,8 @@ async def create_notification(request: Request) -> Response:
     outcome = await ctx.runtime.notifications.record(body, recorded_by(request.scope))
     stored = outcome.records[0]
     if outcome.status == "queued":
-        ids = {"id": stored["id"], "notification_id": stored["notification_id"]}
+        # No `id` yet: the database assigns it when the DLQ is replayed (SPEC §15).
+        ids = {"notification_id": stored["notification_id"]}
         return accepted_response(ids, "notification record")
     return json_response(stored, 201)
 

@@ -17,7 +17,13 @@ import referencing
 import referencing.jsonschema
 
 from datastorage.config import Settings
-from datastorage.schemas.coercion import coerce_text, integer_paths, integral_floats_to_int
+from datastorage.schemas.coercion import (
+    coerce_text,
+    drop_nulls,
+    integer_paths,
+    integral_floats_to_int,
+    null_as_absent_fields,
+)
 from datastorage.schemas.document import (
     SPEC_URI,
     inline_refs,
@@ -41,6 +47,7 @@ class SchemaValidator:
         self._bodies: dict[str, jsonschema.Draft202012Validator] = {}
         self._fast: dict[str, Any] = {}
         self._integers: dict[str, list[tuple[Any, ...]]] = {}
+        self._nulls: dict[str, list[tuple[tuple[Any, ...], tuple[str, ...]]]] = {}
         self._parameters: dict[str, tuple[jsonschema.Draft202012Validator, dict[str, Any]]] = {}
         for path_item in document["paths"].values():
             for operation in path_item.values():
@@ -49,7 +56,9 @@ class SchemaValidator:
                 if body:
                     self._bodies[op_id] = self._validator(body["schema"], registry)
                     self._fast[op_id] = fast_validator(body["schema"], document)
-                    self._integers[op_id] = integer_paths(inline_refs(body["schema"], document))
+                    inlined = inline_refs(body["schema"], document)
+                    self._integers[op_id] = integer_paths(inlined)
+                    self._nulls[op_id] = null_as_absent_fields(inlined)
                 params = {
                     p["name"]: p
                     for p in operation.get("parameters", [])
@@ -85,13 +94,16 @@ class SchemaValidator:
         """Every failing field. The compiled fast check answers the common case (valid) in
         a few microseconds; only an invalid body pays for the full error report.
 
-        A valid body's integer fields become `int`: JSON Schema counts `5.0` as an integer,
-        and the handlers and PostgreSQL must not see a float there."""
+        A valid body is normalized in place, the one place for it: a `null` in a field marked
+        `x-null-means-absent` is removed (SPEC §15), and integer fields become `int` (JSON
+        Schema counts `5.0` as an integer; the handlers and PostgreSQL must not see a float)."""
         fast = self._fast.get(operation_id)
         if fast is None or not fast.is_valid(data):
             errors = collect_field_errors(self._bodies[operation_id].iter_errors(data), root)
             if errors:
                 return errors
+        for parent, names in self._nulls.get(operation_id, ()):
+            drop_nulls(data, parent, names)
         for path in self._integers.get(operation_id, ()):
             integral_floats_to_int(data, path)
         return {}

@@ -168,8 +168,11 @@ class AuditService:
         if len(items) > self.settings.max_batch_items:
             count_failure("body", "maxItems")
             raise InvalidInput({"body": f"must have at most {self.settings.max_batch_items} items"})
+        # A null parent_event_id means none (SPEC §15): such items stream too.
         if items and all(
-            isinstance(item, dict) and "event_id" not in item and "parent_event_id" not in item
+            isinstance(item, dict)
+            and "event_id" not in item
+            and item.get("parent_event_id") is None
             for item in items
         ):
             return await self._record_stream(_StreamedBatch(self, items, item_errors, recorded_by))

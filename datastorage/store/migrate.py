@@ -33,8 +33,9 @@ def migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def migrate(database_url: str, premake: int) -> list[str]:
-    """Apply pending migrations and ensure partitions; returns the names applied."""
+def migrate(database_url: str, premake: int, *, up_to: int | None = None) -> list[str]:
+    """Apply pending migrations (those numbered at most `up_to`, when given: how an upgrade
+    from an older schema is tested) and ensure partitions; returns the names applied."""
     applied = []
     with (
         psycopg.connect(database_url, autocommit=True, prepare_threshold=None) as conn,
@@ -48,7 +49,7 @@ def migrate(database_url: str, premake: int) -> list[str]:
         )
         done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
         for version, name, text in migration_files():
-            if version in done:
+            if version in done or (up_to is not None and version > up_to):
                 continue
             conn.execute(text)
             conn.execute(

@@ -1,9 +1,13 @@
-"""SQL of the notification_audit table."""
+"""SQL of the notification_audit table.
+
+A record has two keys. `id` in the table is the uuid the server chooses before the first
+attempt: a DLQ record carries it, so a replay inserts the record at most once. `seq` is the
+int64 the database numbers records with (migration 007), and what the API calls `id`.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 from psycopg import AsyncConnection, errors, sql
@@ -27,8 +31,12 @@ FIELDS = (
 # Set by the server, never read from a request: the authenticated caller (SPEC §11).
 SERVER_FIELDS = ("recorded_by",)
 _WRITTEN = ("id", *FIELDS, *SERVER_FIELDS)
-_RETURNED = (*_WRITTEN, "created_at", "updated_at")
-_RETURNING = sql.SQL(", ").join(sql.Identifier(c) for c in _RETURNED)
+_RETURNING = sql.SQL(", ").join(
+    [
+        sql.SQL("seq AS id"),
+        *(sql.Identifier(c) for c in (*FIELDS, *SERVER_FIELDS, "created_at", "updated_at")),
+    ]
+)
 _COLS = sql.SQL(", ").join(sql.Identifier(c) for c in _WRITTEN)
 _VALS = sql.SQL(", ").join(sql.Placeholder() * len(_WRITTEN))
 _INSERT = sql.SQL("INSERT INTO notification_audit ({cols}) VALUES ({vals}) RETURNING {ret}").format(
@@ -44,14 +52,12 @@ def _to_api(row: dict[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if isinstance(value, dt.datetime):
             value = format_timestamp(value)
-        elif isinstance(value, uuid.UUID):
-            value = str(value)
         out[key] = value
     return out
 
 
 def _values(record: dict[str, Any]) -> list[Any]:
-    """(id, *FIELDS, *SERVER_FIELDS) — the id is chosen by the server before the first
+    """(id, *FIELDS, *SERVER_FIELDS): the uuid is chosen by the server before the first
     attempt; a record queued by an older version has no recorded_by (NULL)."""
     values = [record["id"], *(record.get(f) for f in (*FIELDS, *SERVER_FIELDS))]
     values[1 + FIELDS.index("escalation_level")] = record.get("escalation_level") or 0
@@ -68,7 +74,7 @@ async def insert_notification(conn: AsyncConnection, record: dict[str, Any]) -> 
 
 
 async def replay_notifications(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
-    """Idempotent replay keyed by the id handed out with the 202 (and notification_id)."""
+    """Idempotent replay keyed by the server-chosen uuid."""
     async with conn.transaction(), conn.cursor() as cur:
         await cur.executemany(_REPLAY, [_values(r) for r in records])
 
@@ -88,7 +94,7 @@ async def list_notifications(
         await cur.execute(
             sql.SQL(
                 "SELECT {ret} FROM notification_audit WHERE {where} "
-                "ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
+                "ORDER BY created_at DESC, seq LIMIT %s OFFSET %s"
             ).format(ret=_RETURNING, where=where),
             [*params, limit, offset],
         )

@@ -733,7 +733,7 @@ def test_malicious_strings_round_trip_through_notifications(value, client, contr
         created.append(response.json())
     main = created[0]
     (stored,) = db_rows(
-        contract_stack, "SELECT * FROM notification_audit WHERE id = %s", main["id"]
+        contract_stack, "SELECT * FROM notification_audit WHERE seq = %s", main["id"]
     )
     for name in fields:
         assert_same(main[name], value, f"response {name}")
@@ -878,7 +878,7 @@ def test_notification_fields_exactly_at_their_limits_are_stored(client, contract
     assert response.status_code == 201, response.text[:600]
     record = response.json()
     (stored,) = db_rows(
-        contract_stack, "SELECT * FROM notification_audit WHERE id = %s", record["id"]
+        contract_stack, "SELECT * FROM notification_audit WHERE seq = %s", record["id"]
     )
     assert_kept(values, record, stored)
 

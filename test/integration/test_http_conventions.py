@@ -122,7 +122,7 @@ def test_notification_is_stored_and_listed(api):
     response = api.post(NOTIFICATIONS, json=body)
     assert response.status_code == 201, response.text
     stored = response.json()
-    assert uuid.UUID(stored["id"]) and stored["created_at"] and stored["updated_at"]
+    assert type(stored["id"]) is int and stored["created_at"] and stored["updated_at"]
     assert stored["escalation_level"] == 2 and stored["channel"] == "email"
     listed = api.get(NOTIFICATIONS, params={"remediation_id": body["remediation_id"]}).json()
     assert [n["notification_id"] for n in listed["data"]] == [body["notification_id"]]
