@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
@@ -54,12 +54,36 @@ class StoredCheckpoint:
     note: str
 
 
+# Registration. Every statement that stores audit events also queues them here, in its own
+# transaction, whether or not a signing key is configured: the queue is then complete when the
+# log is turned on later, and the write path does not depend on the log's settings. Only rows
+# actually inserted are queued (an idempotent resend skipped by ON CONFLICT is not), so each
+# stored event is queued once. SQL typed by hand into audit_events is never queued: `verify`
+# reports such a row as `unsequenced`.
+
+
+def registering(insert: sql.Composable, result: sql.Composable) -> sql.Composed:
+    """`insert` (an INSERT INTO audit_events ... RETURNING event_id, event_date, ...) as one
+    statement that also queues the rows it stored, and answers `result` (a SELECT ... FROM
+    stored)."""
+    return sql.SQL(
+        "WITH stored AS ({insert}), queued AS ("
+        "INSERT INTO log_pending (event_id, event_date) "
+        "SELECT event_id, event_date FROM stored) {result}"
+    ).format(insert=insert, result=result)
+
+
 async def register_pending(conn: AsyncConnection, events: Iterable[Mapping[str, Any]]) -> None:
     """Queue stored events for sequencing; call in the transaction that inserts them."""
+    await register_keys(conn, ((event["event_id"], event["event_date"]) for event in events))
+
+
+async def register_keys(conn: AsyncConnection, keys: Iterable[tuple[Any, Any]]) -> None:
+    """Queue (event_id, event_date) pairs; call in the transaction that inserts them."""
     ids, dates = [], []
-    for event in events:
-        ids.append(event["event_id"])
-        dates.append(event["event_date"])
+    for event_id, event_date in keys:
+        ids.append(event_id)
+        dates.append(event_date)
     if ids:
         await conn.execute(
             "INSERT INTO log_pending (event_id, event_date) "
