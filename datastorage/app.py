@@ -125,7 +125,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 def build_context(settings: Settings) -> AppContext:
     """The API server's runtime (DLQ drained in the background) and request checks."""
-    runtime = Runtime(settings, ensure_partitions=True)
+    runtime = Runtime(settings, ensure_partitions=True, run_log=True)
     return AppContext(runtime=runtime, validator=RequestValidator(runtime.validator))
 
 

@@ -23,6 +23,7 @@ from datastorage.store.audit_rows import row_to_event
 SEQUENCER_LOCK = 0x64617461_0012  # arbitrary constants shared by every process
 SIGNER_LOCK = 0x64617461_0013
 PUBLISHER_LOCK = 0x64617461_0014
+LEADER_LOCK = 0x64617461_0015  # held by the one process that runs the log's workers
 
 Node = tuple[int, int]
 
@@ -92,6 +93,14 @@ async def register_keys(conn: AsyncConnection, keys: Iterable[tuple[Any, Any]]) 
         )
 
 
+async def try_session_lock(conn: AsyncConnection, key: int) -> bool:
+    """Take a session-scoped advisory lock without waiting: held until this connection ends
+    (PostgreSQL releases it when the holding process dies, even by kill -9)."""
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+    (taken,) = await cur.fetchone()
+    return bool(taken)
+
+
 async def try_lock(conn: AsyncConnection, key: int) -> bool:
     """Take a transaction-scoped advisory lock without waiting (released at commit/rollback)."""
     cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (key,))
@@ -119,11 +128,14 @@ class LogStatus:
 
 
 async def log_status(conn: AsyncConnection) -> LogStatus:
-    """What the §12 gauges report, in one query."""
+    """What the §12 gauges report, in one query. The oldest pending row is the first in `seq`
+    order (read through the primary key: no scan, however long the queue)."""
     cur = await conn.execute(
         "SELECT (SELECT tree_size FROM log_tree),"
-        " coalesce(extract(epoch FROM now() - (SELECT min(queued_at) FROM log_pending)), 0),"
-        " extract(epoch FROM now() - (SELECT max(signed_at) FROM log_checkpoints))"
+        " coalesce(extract(epoch FROM now() - (SELECT queued_at FROM log_pending"
+        " ORDER BY seq LIMIT 1)), 0),"
+        " extract(epoch FROM now() - (SELECT signed_at FROM log_checkpoints"
+        " ORDER BY tree_size DESC LIMIT 1))"
     )
     size, lag, age = await cur.fetchone()
     return LogStatus(size, max(0.0, float(lag)), None if age is None else max(0.0, float(age)))
