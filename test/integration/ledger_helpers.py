@@ -70,4 +70,3 @@ async def check_tree(url: str) -> tuple[int, bytes]:
         assert state.size == len(leaves)
         assert state.root == merkle.root_from_leaves(hashes)
         return state.size, state.root
-

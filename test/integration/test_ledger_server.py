@@ -59,6 +59,17 @@ def _leader_pid(url: str) -> int | None:
     return None if row is None else int(row[0].rsplit("-", 1)[1])
 
 
+def _elected(url: str) -> int:
+    """Wait until some process holds the election lock; its pid."""
+
+    def held() -> int:
+        pid = _leader_pid(url)
+        assert pid is not None, "no process holds the log's election lock"
+        return pid
+
+    return eventually(held, timeout=30)
+
+
 def _metric(server: ServerProcess, name: str) -> float:
     for line in httpx.get(server.url + "/metrics", timeout=10).text.splitlines():
         if line.startswith(name + " "):
@@ -186,24 +197,23 @@ def test_outage_replay_and_a_killed_sequencer_leave_one_leaf_per_event(
         for _ in range(2)
     ]
     try:
-        leader = eventually(lambda: _leader_pid(url), timeout=30)
-        assert leader in {s.proc.pid for s in servers}
+        assert _elected(url) in {s.proc.pid for s in servers}
         with Load(servers, f"log-{uuid.uuid4()}") as load:
             eventually(lambda: load.count() >= 500, timeout=60)
             pg.stop()  # writes now answer 202 from the DLQ
             before = load.count()
             eventually(lambda: load.count() >= before + 200, timeout=60)
             pg.start()
-            eventually(lambda: _leader_pid(url) is not None, timeout=30)
+            _elected(url)
             before = load.count()
             eventually(lambda: load.count() >= before + 500, timeout=60)
             # Kill the process that sequences while it has work: the other takes over.
-            leader = eventually(lambda: _leader_pid(url), timeout=30)
+            leader = _elected(url)
             killed = next(s for s in servers if s.proc.pid == leader)
             killed.signal(signal.SIGKILL)
             killed.wait(10)
             survivor = next(s for s in servers if s is not killed)
-            assert eventually(lambda: _leader_pid(url), timeout=30) == survivor.proc.pid
+            assert _elected(url) == survivor.proc.pid
             before = load.count()
             eventually(lambda: load.count() >= before + 500, timeout=60)
         acked = load.acked
@@ -297,7 +307,7 @@ def test_sigterm_stops_the_log_workers_and_releases_the_lock(database, verifier,
     key_file, _ = verifier
     server = _log_server(url, key_file, tmp_path)
     try:
-        assert eventually(lambda: _leader_pid(url), timeout=30) == server.proc.pid
+        assert _elected(url) == server.proc.pid
         assert httpx.post(server.url + EVENTS, json=make_event()).status_code == 201
         eventually(lambda: _settled(url), timeout=30)
         server.signal(signal.SIGTERM)
