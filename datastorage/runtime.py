@@ -25,11 +25,11 @@ import socket
 from collections.abc import Coroutine
 from typing import Any
 
-from datastorage.config import Settings
+from datastorage.config import ConfigError, Settings
 from datastorage.dlq.drain import DrainWorker
 from datastorage.dlq.factory import open_dlq
 from datastorage.dlq.queue import DeadLetterQueue
-from datastorage.ledger.keyfile import load_signer
+from datastorage.ledger.keyfile import KeyFileError, load_signer
 from datastorage.ledger.note import Signer
 from datastorage.ledger.workers import LogWorkers
 from datastorage.objectstore import open_store
@@ -112,13 +112,15 @@ class Runtime:
         self.audit = AuditService(settings, self.db, self.writer)
         self.notifications = NotificationService(settings, self.db, self.writer)
         self.catalog = Catalog(self.db, self.audit, validator=self.validator, spawn=self.spawn)
-        # The log: its signing key is read now, so a key that cannot be read stops the start
-        # (fail closed) instead of running a server whose log is silently off.
+        # The log (API server only): its signing key is read now, so a key that cannot be read
+        # stops the start (fail closed) instead of running a server whose log is silently off.
         self.log_signer: Signer | None = None
         self.log_workers: LogWorkers | None = None
-        if settings.log_signing_key_file:
-            self.log_signer = load_signer(settings.log_signing_key_file)
-        if run_log and self.log_signer is not None:
+        if run_log and settings.log_signing_key_file:
+            try:
+                self.log_signer = load_signer(settings.log_signing_key_file)
+            except KeyFileError as exc:  # the message names the file, never the key
+                raise ConfigError(f"DATASTORAGE_LOG_SIGNING_KEY_FILE: {exc}") from exc
             target = None
             if settings.log_publish_url:
                 target = open_store(

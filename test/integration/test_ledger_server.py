@@ -315,3 +315,14 @@ def test_sigterm_stops_the_log_workers_and_releases_the_lock(database, verifier,
         assert _leader_pid(url) is None
     finally:
         server.stop()
+
+
+def test_a_signing_key_that_cannot_be_read_stops_the_start(database, tmp_path):
+    _, url = database
+    bad = tmp_path / "not-a.key"
+    bad.write_text("PRIVATE+KEY+not+a+key\n")
+    for key_file in (str(tmp_path / "missing.key"), str(bad)):
+        with pytest.raises(RuntimeError, match="server exited") as failure:
+            _log_server(url, key_file, tmp_path)
+        assert "configuration error: DATASTORAGE_LOG_SIGNING_KEY_FILE" in str(failure.value)
+        assert key_file in str(failure.value) and "Traceback" not in str(failure.value)
