@@ -326,3 +326,37 @@ def test_a_signing_key_that_cannot_be_read_stops_the_start(database, tmp_path):
             _log_server(url, key_file, tmp_path)
         assert "configuration error: DATASTORAGE_LOG_SIGNING_KEY_FILE" in str(failure.value)
         assert key_file in str(failure.value) and "Traceback" not in str(failure.value)
+
+
+def test_one_of_several_workers_leads_and_every_worker_reports_the_gauges(
+    database, verifier, tmp_path
+):
+    _, url = database
+    key_file, _ = verifier
+    server = _log_server(url, key_file, tmp_path, DATASTORAGE_WORKERS="2")
+    try:
+
+        def two_candidates_one_leader() -> int:
+            with psycopg.connect(url, autocommit=True) as conn:
+                names = [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT application_name FROM pg_stat_activity "
+                        "WHERE application_name LIKE 'datastorage-log-election-%'"
+                    )
+                ]
+            assert len(names) == 2, names
+            return _elected(url)
+
+        leader = eventually(two_candidates_one_leader, timeout=60)
+        assert leader != server.proc.pid  # a worker process, not the supervisor
+        batch = [make_event() for _ in range(30)]
+        assert httpx.post(server.url + BATCH, json=batch, timeout=30).status_code == 201
+        eventually(lambda: _settled(url), timeout=30)
+        # Whichever worker answers the scrape, the merged gauges are the latest samples.
+        for _ in range(4):
+            eventually(lambda: _metric(server, "datastorage_log_tree_size") == 30, timeout=30)
+            assert _metric(server, "datastorage_log_sequencing_lag_seconds") == 0
+            assert _metric(server, "datastorage_log_checkpoint_age_seconds") >= 0
+    finally:
+        server.stop()
