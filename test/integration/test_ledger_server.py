@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -87,8 +88,7 @@ class Load:
         self.acked: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._single, args=(i,)) for i in range(16)]
-        self._threads += [threading.Thread(target=self._batch, args=(i,)) for i in range(2)]
+        self._pool = ThreadPoolExecutor(max_workers=18)
 
     def _post(self, turn: int, path: str, body: object) -> httpx.Response | None:
         live = [s for s in self.servers if s.proc is not None and s.proc.poll() is None]
@@ -122,14 +122,15 @@ class Load:
             return len(self.acked)
 
     def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
+        self._writers = [self._pool.submit(self._single, i) for i in range(16)]
+        self._writers += [self._pool.submit(self._batch, i) for i in range(2)]
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
+        self._pool.shutdown(wait=True)
+        for writer in self._writers:
+            writer.result()  # a writer that raised fails the test
 
 
 def _settled(url: str) -> tuple[int, int]:
