@@ -90,12 +90,15 @@ def _queue_empty_after(url: str, timeout: float) -> float | None:
 def _window(bench: Bench, path: str, log_on: bool, **load: Any) -> dict[str, Any]:
     opts = bench.options
     env = _log_env(bench) if log_on else {}
+    reset_log(bench)  # no server runs: nothing left over for the new one's sequencer
     process = bench.stack.start_server("hypercorn", opts.workers, **env)
     try:
         loadgen.run_load(process.url, path, client=opts.client, duration=opts.warmup, **load)
-        _queue_empty_after(bench.stack.database_url, 120)
+        if log_on:  # the warm-up's events become leaves before the window starts
+            _queue_empty_after(bench.stack.database_url, 120)
+        else:
+            reset_log(bench)
         bench.stack.reset_events()
-        reset_log(bench)
         with LagSampler(bench.stack.database_url) as lag:
             service, cpu = _load_window(
                 bench, process.proc.pid, process.url, path, duration=opts.duration, **load
