@@ -92,7 +92,6 @@ class LogWorkers:
         self.signer = signer
         self.origin = settings.log_origin or signer.name
         self.publish_target = publish_target
-        self.leading = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -158,7 +157,6 @@ class LogWorkers:
                         for name in ("sequencer", "signer", "publisher")
                     ]
                     tasks = self._start_workers(term, *connections)
-                    self.leading = True
                     log.info("log: this process now sequences, signs and publishes")
                 await self._wait(ELECTION_INTERVAL)
         finally:
@@ -167,7 +165,6 @@ class LogWorkers:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 for connection in connections:
                     await connection.close()
-                self.leading = False
                 log.info("log: this process stopped leading the log's workers")
 
     def _start_workers(
