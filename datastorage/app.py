@@ -138,7 +138,7 @@ def build_context(settings: Settings, clock: Callable[[], float] | None = None) 
     """The API server's runtime (DLQ drained in the background), request checks and, with
     `DATASTORAGE_AUTH=kubernetes`, the authenticator and the per-caller limiter. `clock`
     (tests): one settable clock for the review caches, token expiry and the buckets."""
-    runtime = Runtime(settings, ensure_partitions=True)
+    runtime = Runtime(settings, ensure_partitions=True, run_log=True)
     ctx = AppContext(runtime=runtime, validator=RequestValidator(runtime.validator))
     if settings.auth == "kubernetes":
         clocks = {"clock": clock, "wall_clock": clock} if clock else {}

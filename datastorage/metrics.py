@@ -224,3 +224,29 @@ REPLICA_LAG = Gauge(
     "Replay lag of the read replica as last measured (+Inf while it cannot be measured).",
     multiprocess_mode="max",
 )
+
+# The tamper-evident log (SPEC §12). Every process that has the log configured samples the
+# same database state every few seconds: the latest sample of a living process is the value.
+LOG_TREE_SIZE = Gauge(
+    "datastorage_log_tree_size",
+    "Leaves in the Merkle tree.",
+    multiprocess_mode="livemostrecent",
+)
+LOG_SEQUENCING_LAG = Gauge(
+    "datastorage_log_sequencing_lag_seconds",
+    "Age of the oldest committed event that is not a leaf yet (0: none).",
+    multiprocess_mode="livemostrecent",
+)
+LOG_CHECKPOINT_AGE = Gauge(
+    "datastorage_log_checkpoint_age_seconds",
+    "Seconds since the latest checkpoint was signed (NaN before the first one).",
+    multiprocess_mode="livemostrecent",
+)
+LOG_CONSISTENCY_FAILURES = Counter(
+    "datastorage_log_consistency_failures_total",
+    "Checkpoints the signer refused because the tree does not extend the last signed one.",
+)
+LOG_PUBLISH_FAILURES = Counter(
+    "datastorage_log_publish_failures_total",
+    "Rounds in which publishing checkpoints to the publish target failed (retried).",
+)

@@ -6,8 +6,10 @@
 Construction builds every part completely, in dependency order — the pool, the DLQ backend,
 the durable writer, the drain worker, the services — and starts nothing. `open()` opens the
 pool (without waiting for PostgreSQL: a process that starts during an outage serves degraded
-and queues writes), creates this month's partitions when it can, opens the DLQ and starts the
-drain worker; `close()` undoes that in reverse order and always finishes, even after errors.
+and queues writes), creates this month's partitions when it can, starts the tamper-evident
+log's workers (API server with a signing key: `ledger.workers`, one elected process across all
+of them does the work), opens the DLQ and starts the drain worker; `close()` undoes that in
+reverse order and always finishes, even after errors.
 The API server (the app lifespan), the operator and the CLI commands all use this object.
 
 Parts call back into the runtime, never into each other: the pool says "the database is
@@ -23,10 +25,14 @@ import socket
 from collections.abc import Coroutine
 from typing import Any
 
-from datastorage.config import Settings
+from datastorage.config import ConfigError, Settings
 from datastorage.dlq.drain import DrainWorker
 from datastorage.dlq.factory import open_dlq
 from datastorage.dlq.queue import DeadLetterQueue
+from datastorage.ledger.keyfile import KeyFileError, load_signer
+from datastorage.ledger.note import Signer
+from datastorage.ledger.workers import LogWorkers
+from datastorage.objectstore import open_store
 from datastorage.schemas import SchemaValidator
 from datastorage.services.audit import AuditService
 from datastorage.services.catalog import Catalog
@@ -43,6 +49,7 @@ log = logging.getLogger(__name__)
 # worker finish before it cancels them.
 BACKGROUND_GRACE = 5.0
 DRAIN_STOP_TIMEOUT = 10.0
+LOG_STOP_TIMEOUT = 10.0
 
 
 def consumer_name(prefix: str = "") -> str:
@@ -68,6 +75,8 @@ class Runtime:
     "unavailable" rather than queue). `run_drain`: replay the DLQ in the background while
     open (the API server); without it the drain worker only runs when asked (`dlq drain`).
     `ensure_partitions`: create the current months at `open()` (the API server).
+    `run_log`: with a signing key configured, take part in the tamper-evident log's election
+    and, when elected, sequence, sign and publish (`ledger.workers`; the API server).
     """
 
     def __init__(
@@ -79,6 +88,7 @@ class Runtime:
         use_dlq: bool = True,
         run_drain: bool = True,
         ensure_partitions: bool = False,
+        run_log: bool = False,
     ) -> None:
         self.settings = settings
         self.run_drain = run_drain
@@ -113,6 +123,21 @@ class Runtime:
         self.catalog = Catalog(
             self.db, self.audit, validator=self.validator, spawn=self.spawn, reads=self.reads
         )
+        # The log (API server only): its signing key is read now, so a key that cannot be read
+        # stops the start (fail closed) instead of running a server whose log is silently off.
+        self.log_signer: Signer | None = None
+        self.log_workers: LogWorkers | None = None
+        if run_log and settings.log_signing_key_file:
+            try:
+                self.log_signer = load_signer(settings.log_signing_key_file)
+            except KeyFileError as exc:  # the message names the file, never the key
+                raise ConfigError(f"DATASTORAGE_LOG_SIGNING_KEY_FILE: {exc}") from exc
+            target = None
+            if settings.log_publish_url:
+                target = open_store(
+                    settings.log_publish_url, s3_endpoint_url=settings.s3_endpoint_url
+                )
+            self.log_workers = LogWorkers(settings, self.log_signer, target)
         self._background: set[asyncio.Task] = set()
         self._drain_task: asyncio.Task | None = None
 
@@ -123,6 +148,8 @@ class Runtime:
         await self.reads.open()
         if self.ensure_partitions:
             await self._ensure_partitions()
+        if self.log_workers is not None:
+            self.log_workers.start()
         if self.dlq is None:
             if self.run_drain:
                 log.warning("no DLQ configured: writes answer 503 while the database is down")
@@ -153,6 +180,8 @@ class Runtime:
         for task in list(self._background):
             task.cancel()
         await self.reads.close()
+        if self.log_workers is not None:
+            await self.log_workers.stop(LOG_STOP_TIMEOUT)
         await self.db.close()
 
     async def __aenter__(self) -> Runtime:

@@ -20,6 +20,7 @@ this module, is the place to refuse them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,27 +44,32 @@ def _as_doubles(value: Any) -> Any:
     return value
 
 
-def _orjson_writes_jcs(value: Any) -> bool:
-    """Whether orjson's sorted output of `value` is its JCS form: no floats, integers within
-    ±(2**53 - 1), object keys below U+E000, only JSON types."""
-    if value is None or isinstance(value, str | bool):
-        return True
-    if isinstance(value, int):
-        return abs(value) <= _SAFE_INTEGER
-    if isinstance(value, dict):
-        return all(
-            isinstance(key, str) and (not key or max(key) < "\ue000") and _orjson_writes_jcs(item)
-            for key, item in value.items()
-        )
-    if isinstance(value, list):
-        return all(_orjson_writes_jcs(item) for item in value)
-    return False
+# What makes orjson's sorted output differ from JCS, looked for in that output (C-speed regular
+# expressions rather than a walk over the value): a float (a digit followed by ".", "e" or "E"
+# outside strings; true/false/null hold no digit) and a character in U+E000..U+FFFF (UTF-8 lead
+# byte 0xEE or 0xEF; anywhere, to stay simple: keys and values alike take the reference path).
+# Integers beyond ±(2**53 - 1) make orjson raise (OPT_STRICT_INTEGER), as do non-string keys.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_FLOAT = re.compile(rb"[0-9][.eE]")
+_FAST = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+
+
+def _orjson_jcs(value: Any) -> bytes | None:
+    """orjson's sorted output of `value` when it is its JCS form, else None."""
+    try:
+        text = orjson.dumps(value, option=_FAST)
+    except orjson.JSONEncodeError:
+        return None
+    if b"\xee" in text or b"\xef" in text or _FLOAT.search(_STRING.sub(b"", text)):
+        return None
+    return text
 
 
 def canonical_bytes(event: Mapping[str, Any]) -> bytes:
     event = dict(event)
-    if _orjson_writes_jcs(event):
-        return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    fast = _orjson_jcs(event)
+    if fast is not None:
+        return fast
     try:
         return rfc8785.dumps(event)
     except rfc8785.IntegerDomainError:

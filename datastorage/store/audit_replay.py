@@ -13,6 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, errors, sql
 
+from datastorage.store import ledger
 from datastorage.store.audit_rows import INSERT_COLUMNS
 from datastorage.store.audit_writes import (
     attach_parent_dates,
@@ -26,14 +27,21 @@ _CREATE_TEMP = sql.SQL(
     "CREATE TEMP TABLE IF NOT EXISTS {temp} "
     "(LIKE audit_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 ).format(temp=sql.Identifier(_TEMP_TABLE))
-_MERGE = sql.SQL(
-    "INSERT INTO audit_events ({cols}) SELECT {cols} FROM {temp} "
-    "ORDER BY event_timestamp ON CONFLICT (event_id, event_date) DO NOTHING"
-).format(cols=INSERT_COLUMNS, temp=sql.Identifier(_TEMP_TABLE))
+# Only the rows this statement inserts are queued for the log: one already stored was queued
+# when it was stored.
+_MERGE = ledger.registering(
+    sql.SQL(
+        "INSERT INTO audit_events ({cols}) SELECT {cols} FROM {temp} "
+        "ORDER BY event_timestamp ON CONFLICT (event_id, event_date) DO NOTHING "
+        "RETURNING event_id, event_date"
+    ).format(cols=INSERT_COLUMNS, temp=sql.Identifier(_TEMP_TABLE)),
+    sql.SQL("SELECT count(*) FROM stored"),
+)
 
 
 async def _merge(conn: AsyncConnection) -> None:
-    """Move the temp table's rows into audit_events, skipping those already stored."""
+    """Move the temp table's rows into audit_events, skipping those already stored (and queue
+    the rows stored for the log)."""
     await conn.execute(_MERGE)
 
 

@@ -5,7 +5,8 @@ Every row that enters audit_events goes through one of three statements, each in
 of this module: `_insert_row` (one event: the catalog's self-audit events), `_insert_rows` (a
 group commit) and `copy_rows` (batches, streamed batches, and the DLQ replay in
 `store.audit_replay`, whose fallback merge is the only other insert). A step that must see
-every stored event belongs in those functions.
+every stored event belongs in those functions: each of them (and the merge) queues the rows it
+stored for the tamper-evident log in the same transaction (`store.ledger.registering`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from typing import Any
 from psycopg import AsyncConnection, errors, sql
 
 from datastorage.domain.events import same_content
-from datastorage.store import partitions
+from datastorage.store import ledger, partitions
 from datastorage.store.audit_rows import (
-    COLUMN_NAMES,
     COLUMNS,
     INSERT_COLUMNS,
     copy_row,
@@ -32,19 +32,28 @@ from datastorage.store.audit_rows import (
 )
 from datastorage.store.errors import Conflict, is_missing_partition
 
-_INSERT = sql.SQL(
-    "INSERT INTO audit_events ({cols}) VALUES ({vals}) "
-    "ON CONFLICT (event_id, event_date) DO NOTHING RETURNING created_at"
-).format(cols=INSERT_COLUMNS, vals=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)))
+# Each statement also queues the rows it stored for the tamper-evident log
+# (`ledger.registering`); COPY cannot, so `copy_rows` queues its rows right after the COPY.
+_INSERT = ledger.registering(
+    sql.SQL(
+        "INSERT INTO audit_events ({cols}) VALUES ({vals}) "
+        "ON CONFLICT (event_id, event_date) DO NOTHING "
+        "RETURNING event_id, event_date, created_at"
+    ).format(cols=INSERT_COLUMNS, vals=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS))),
+    sql.SQL("SELECT created_at FROM stored"),
+)
 
 # Group commit: the rows travel as one JSON array (a single parameter, serialized by orjson in
 # C) that PostgreSQL turns into audit_events records; per-parameter adaptation in Python was
 # the largest client cost of this statement.
-_INSERT_GROUP = (
-    "INSERT INTO audit_events ({cols}) SELECT {cols} "
-    "FROM jsonb_populate_recordset(NULL::audit_events, %s::jsonb) "
-    "ON CONFLICT (event_id, event_date) DO NOTHING RETURNING event_id::text"
-).format(cols=", ".join(COLUMN_NAMES))
+_INSERT_GROUP = ledger.registering(
+    sql.SQL(
+        "INSERT INTO audit_events ({cols}) SELECT {cols} "
+        "FROM jsonb_populate_recordset(NULL::audit_events, %s::jsonb) "
+        "ON CONFLICT (event_id, event_date) DO NOTHING RETURNING event_id, event_date"
+    ).format(cols=INSERT_COLUMNS),
+    sql.SQL("SELECT event_id::text FROM stored"),
+)
 
 
 @cache
@@ -115,12 +124,17 @@ async def copy_rows(
     complete: Callable[[], Any] | None = None,
 ) -> None:
     """COPY events into `table` (audit_events, or the replay's temp table), one row as the
-    iterable yields it; `complete()` runs after the last row, before the COPY ends."""
+    iterable yields it; `complete()` runs after the last row, before the COPY ends. Rows copied
+    into audit_events are then queued for the log in the same transaction."""
+    keys: list[tuple[Any, Any]] = []
     async with conn.cursor().copy(_copy_sql(table)) as copy:
         for event in events:
             await copy.write_row(copy_row(event))
+            keys.append((event["event_id"], event["event_date"]))
         if complete is not None:
             complete()
+    if table == "audit_events":
+        await ledger.register_keys(conn, keys)
 
 
 # ---- partitions -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
@@ -23,6 +23,7 @@ from datastorage.store.audit_rows import row_to_event
 SEQUENCER_LOCK = 0x64617461_0012  # arbitrary constants shared by every process
 SIGNER_LOCK = 0x64617461_0013
 PUBLISHER_LOCK = 0x64617461_0014
+LEADER_LOCK = 0x64617461_0015  # held by the one process that runs the log's workers
 
 Node = tuple[int, int]
 
@@ -54,18 +55,50 @@ class StoredCheckpoint:
     note: str
 
 
+# Registration. Every statement that stores audit events also queues them here, in its own
+# transaction, whether or not a signing key is configured: the queue is then complete when the
+# log is turned on later, and the write path does not depend on the log's settings. Only rows
+# actually inserted are queued (an idempotent resend skipped by ON CONFLICT is not), so each
+# stored event is queued once. SQL typed by hand into audit_events is never queued: `verify`
+# reports such a row as `unsequenced`.
+
+
+def registering(insert: sql.Composable, result: sql.Composable) -> sql.Composed:
+    """`insert` (an INSERT INTO audit_events ... RETURNING event_id, event_date, ...) as one
+    statement that also queues the rows it stored, and answers `result` (a SELECT ... FROM
+    stored)."""
+    return sql.SQL(
+        "WITH stored AS ({insert}), queued AS ("
+        "INSERT INTO log_pending (event_id, event_date) "
+        "SELECT event_id, event_date FROM stored) {result}"
+    ).format(insert=insert, result=result)
+
+
 async def register_pending(conn: AsyncConnection, events: Iterable[Mapping[str, Any]]) -> None:
     """Queue stored events for sequencing; call in the transaction that inserts them."""
+    await register_keys(conn, ((event["event_id"], event["event_date"]) for event in events))
+
+
+async def register_keys(conn: AsyncConnection, keys: Iterable[tuple[Any, Any]]) -> None:
+    """Queue (event_id, event_date) pairs; call in the transaction that inserts them."""
     ids, dates = [], []
-    for event in events:
-        ids.append(event["event_id"])
-        dates.append(event["event_date"])
+    for event_id, event_date in keys:
+        ids.append(event_id)
+        dates.append(event_date)
     if ids:
         await conn.execute(
             "INSERT INTO log_pending (event_id, event_date) "
             "SELECT * FROM unnest(%s::uuid[], %s::date[])",
             (ids, dates),
         )
+
+
+async def try_session_lock(conn: AsyncConnection, key: int) -> bool:
+    """Take a session-scoped advisory lock without waiting: held until this connection ends
+    (PostgreSQL releases it when the holding process dies, even by kill -9)."""
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+    (taken,) = await cur.fetchone()
+    return bool(taken)
 
 
 async def try_lock(conn: AsyncConnection, key: int) -> bool:
@@ -95,11 +128,14 @@ class LogStatus:
 
 
 async def log_status(conn: AsyncConnection) -> LogStatus:
-    """What the §12 gauges report, in one query."""
+    """What the §12 gauges report, in one query. The oldest pending row is the first in `seq`
+    order (read through the primary key: no scan, however long the queue)."""
     cur = await conn.execute(
         "SELECT (SELECT tree_size FROM log_tree),"
-        " coalesce(extract(epoch FROM now() - (SELECT min(queued_at) FROM log_pending)), 0),"
-        " extract(epoch FROM now() - (SELECT max(signed_at) FROM log_checkpoints))"
+        " coalesce(extract(epoch FROM now() - (SELECT queued_at FROM log_pending"
+        " ORDER BY seq LIMIT 1)), 0),"
+        " extract(epoch FROM now() - (SELECT signed_at FROM log_checkpoints"
+        " ORDER BY tree_size DESC LIMIT 1))"
     )
     size, lag, age = await cur.fetchone()
     return LogStatus(size, max(0.0, float(lag)), None if age is None else max(0.0, float(age)))

@@ -38,7 +38,7 @@ SEARCH_PATH = "/api/v1/workflows/search"
 
 @dataclass
 class Options:
-    scenarios: tuple[int, ...] = (1, 2, 3, 4, 5)
+    scenarios: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
     duration: float = 20.0
     warmup: float = 3.0
     rows: int = 1_000_000
@@ -57,6 +57,7 @@ class Options:
     raw_connections: int = 25
     batch_concurrency: int = 2
     batch_size: int = 1000
+    log_leaves: int = 1_000_000
 
 
 @dataclass
@@ -920,3 +921,12 @@ def workflow_search(bench: Bench) -> list[Row]:
 
 
 SCENARIOS = {1: single_event, 2: batch, 3: dlq_replay, 4: queries, 5: workflow_search}
+
+
+def _tamper_evident_log(bench: Bench) -> list[Row]:
+    from ledger_bench import tamper_evident_log  # imported late: it builds on this module
+
+    return tamper_evident_log(bench)
+
+
+SCENARIOS[6] = _tamper_evident_log

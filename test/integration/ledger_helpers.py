@@ -1,5 +1,6 @@
-"""Shared pieces of the tamper-evident log tests: events stored the way the write path will store
-them (insert and register_pending in one transaction), and a full check of the stored tree."""
+"""Shared pieces of the tamper-evident log tests: events stored by the write path's store
+functions (which queue them for the log in the same transaction), and a full check of the
+stored tree."""
 
 from __future__ import annotations
 
@@ -38,10 +39,8 @@ def new_events(count: int, **overrides) -> list[dict]:
 
 
 async def store_events(conn: psycopg.AsyncConnection, events: list[dict]) -> None:
-    """Insert a batch and queue it for sequencing, atomically."""
-    async with conn.transaction():
-        await audit_writes.insert_batch(conn, events, client_ids=(), lock_timeout=2)
-        await store.register_pending(conn, events)
+    """Insert a batch (queued for sequencing in the same transaction)."""
+    await audit_writes.insert_batch(conn, events, client_ids=(), lock_timeout=2)
 
 
 def reset_log(db: psycopg.Connection) -> None:

@@ -8,6 +8,7 @@ import json
 import uuid
 
 import orjson
+import pytest
 import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -128,3 +129,22 @@ def test_keys_ordered_differently_by_utf16_and_code_points_take_the_reference_pa
     assert canonical_bytes(value).index("\U0001f600".encode()) < canonical_bytes(value).index(
         "\ufb33".encode()
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"s": "1.5", "t": "2e9", "u": 'a"1.0"\\', "v": 7},  # number-like text inside strings
+        {"f": 2.0, "g": [1, {"h": -0.0}], "i": 1e21},  # floats, nested and whole-valued
+        {"big": 2**60, "neg": -(2**53)},  # beyond ±(2**53 - 1)
+        {"k\ue000": 1, "\U0001f600": 2},  # a key in U+E000..U+FFFF beside an astral key
+        {"v": "\uffff", "w": "\x00\x1f\u2028"},  # such characters in values, control escapes
+    ],
+)
+def test_what_the_fast_path_must_not_write_as_is_matches_the_reference(value):
+    expected = (
+        rfc8785.dumps(value)
+        if "big" not in value
+        else rfc8785.dumps({key: float(item) for key, item in value.items()})
+    )
+    assert canonical_bytes(value) == expected
