@@ -20,13 +20,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from datastorage.config import Settings
-from datastorage.http import admin, audit, errors, health, notifications, workflows
+from datastorage.http import admin, audit, errors, health, log, notifications, workflows
 from datastorage.http.context import AppContext
 from datastorage.http.middleware import RequestContext
 from datastorage.http.problems import Problem, problem_response
 from datastorage.http.validation import RequestValidator
 from datastorage.runtime import Runtime
 from datastorage.schemas import openapi_json, openapi_text
+from datastorage.services.ledger import LogService
 
 
 async def openapi_json_endpoint(request: Request) -> Response:
@@ -84,6 +85,11 @@ ROUTES = [
     Route("/metrics", health.metrics, methods=["GET"]),
     Route("/openapi.json", openapi_json_endpoint, methods=["GET"]),
     Route("/openapi.yaml", openapi_yaml_endpoint, methods=["GET"]),
+    # Tamper-evident log (§12).
+    Route("/api/v1/audit/log/checkpoint", log.checkpoint, methods=["GET"]),
+    Route("/api/v1/audit/log/proof/{event_id}", log.inclusion_proof, methods=["GET"]),
+    Route("/api/v1/audit/log/consistency", log.consistency_proof, methods=["GET"]),
+    Route("/api/v1/audit/log/key", log.verifier_key, methods=["GET"]),
 ]
 
 
@@ -126,7 +132,11 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 def build_context(settings: Settings) -> AppContext:
     """The API server's runtime (DLQ drained in the background) and request checks."""
     runtime = Runtime(settings, ensure_partitions=True)
-    return AppContext(runtime=runtime, validator=RequestValidator(runtime.validator))
+    return AppContext(
+        runtime=runtime,
+        validator=RequestValidator(runtime.validator),
+        log=LogService.from_settings(settings, runtime.db),
+    )
 
 
 @contextlib.asynccontextmanager

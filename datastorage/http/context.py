@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from datastorage.http.validation import RequestValidator
 from datastorage.runtime import Runtime
+from datastorage.services.ledger import LogService
 
 
 @dataclass
@@ -18,6 +19,7 @@ class AppContext:
     runtime: Runtime
     validator: RequestValidator
     shutting_down: bool = False  # readiness answers 503 once set (SIGTERM)
+    log: LogService | None = None  # the tamper-evident log's reads (None: the log is off)
 
     @property
     def settings(self):
