@@ -43,17 +43,12 @@ class LogService:
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database) -> LogService | None:
-        """The service when a signing key is configured (None: the log is off). An unreadable
-        or malformed key is a configuration error: the server refuses to start (fail closed)."""
-        if not settings.log_signing_key_file:
+        """The service when a signing key is configured (None: the log is off)."""
+        verifier = configured_verifier(settings)
+        if verifier is None:
             return None
-        try:
-            signer = load_signer(settings.log_signing_key_file)
-        except KeyFileError as exc:
-            raise ConfigError(f"DATASTORAGE_LOG_SIGNING_KEY_FILE: {exc}") from exc
         # A client retrying a not-yet-sequenced event waits about one checkpoint interval.
-        retry = math.ceil(settings.log_checkpoint_interval)
-        return cls(db, signer.verifier, retry_after=retry)
+        return cls(db, verifier, retry_after=math.ceil(settings.log_checkpoint_interval))
 
     @property
     def verifier_key(self) -> str:
@@ -97,11 +92,22 @@ class LogService:
             errors = {}
             if not 1 <= second <= latest:
                 errors["second"] = _range_message(latest)
-            if not 1 <= first <= min(second, latest):
+            if not 1 <= first <= second:
                 errors["first"] = "must be at least 1 and at most second"
             if errors:
                 raise InvalidInput(errors)
             return await proofs.consistency(conn, first, second)
+
+
+def configured_verifier(settings: Settings) -> Verifier | None:
+    """The verifier key of the configured signing key (None: the log is off). An unreadable or
+    malformed key is a configuration error: the server refuses to start (fail closed)."""
+    if not settings.log_signing_key_file:
+        return None
+    try:
+        return load_signer(settings.log_signing_key_file).verifier
+    except KeyFileError as exc:
+        raise ConfigError(f"DATASTORAGE_LOG_SIGNING_KEY_FILE: {exc}") from exc
 
 
 async def _latest_size(conn: DatabaseConnection) -> int:

@@ -17,21 +17,18 @@ import os
 import struct
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from ledger_helpers import connection_source, new_events, store_events
-from support import REPO, make_event, run_migrations
+from ledger_helpers import connection_source, fresh_log_database, grow_and_sign, new_events
+from support import REPO, make_event
 
 from datastorage.domain.events import TimeBounds, normalize_event
 from datastorage.ledger import note
 from datastorage.ledger.keyfile import load_signer
-from datastorage.ledger.sequencer import sequence_once
-from datastorage.ledger.signer import CheckpointSigner, Outcome
 from datastorage.store import audit_writes
 from datastorage.store import ledger as store
 
@@ -61,23 +58,11 @@ def key(tmp_path_factory):
 
 @pytest.fixture()
 def log_db(pg_server):
-    url = pg_server.create_database(f"verify_{uuid.uuid4().hex[:12]}")
-    run_migrations(url)
-    return url
-
-
-async def _sequence_and_sign(url: str, key_file: Path) -> None:
-    connect = connection_source(url)
-    async with connect() as conn:
-        while (await sequence_once(conn, batch_size=1000)).appended:
-            pass
-    assert await CheckpointSigner(connect, load_signer(key_file)).sign_once() == Outcome.SIGNED
+    return fresh_log_database(pg_server)
 
 
 async def _grow(url: str, key_file: Path, events: list[dict]) -> None:
-    async with connection_source(url)() as conn:
-        await store_events(conn, events)
-    await _sequence_and_sign(url, key_file)
+    await grow_and_sign(url, load_signer(key_file), events)
 
 
 def build_log(url: str, key_file: Path, tmp_path: Path, batches=(5, COUNT - 5)) -> list[str]:
