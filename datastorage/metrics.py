@@ -212,3 +212,25 @@ AUTH_REVIEW_DURATION = Histogram(
 RATE_LIMITED = Counter(
     "datastorage_rate_limited_total", "Write requests refused with 429 by the per-caller limit."
 )
+
+# The tamper-evident log (SPEC §12). The workers that set these are wired with the runtime; the
+# alert rules and the dashboard read them.
+LOG_TREE_SIZE = Gauge(
+    "datastorage_log_tree_size",
+    "Leaves in the tamper-evident log's Merkle tree.",
+    multiprocess_mode="max",  # one tree: every process reads the same value
+)
+LOG_SEQUENCING_LAG = Gauge(
+    "datastorage_log_sequencing_lag_seconds",
+    "Age of the oldest committed audit event that is not yet a leaf (0: none pending).",
+    multiprocess_mode="livemax",
+)
+LOG_CHECKPOINT_AGE = Gauge(
+    "datastorage_log_checkpoint_age_seconds",
+    "Seconds since the latest signed checkpoint.",
+    multiprocess_mode="livemax",
+)
+LOG_CONSISTENCY_FAILURES = Counter(
+    "datastorage_log_consistency_failures_total",
+    "Times the signer found the tree inconsistent with its last signed checkpoint and stopped.",
+)
