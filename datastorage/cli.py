@@ -152,7 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--out", required=True, help="private key file to create (mode 0600)")
     keygen.set_defaults(func=cmd_log)
     verify = sub.add_parser("verify", help="check the audit trail against a signed checkpoint")
-    verify.add_argument("--key", required=True, help="the pinned verifier key, or a file of it")
+    verify.add_argument(
+        "--key",
+        required=True,
+        action="append",
+        help="a pinned verifier key, or a file of it; repeat it for the keys used before a rotation",
+    )
     verify.add_argument("--checkpoint", required=True, help="a signed checkpoint file")
     verify.add_argument("--database", help="libpq URL (default: DATASTORAGE_DATABASE_URL)")
     verify.add_argument(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -61,20 +62,23 @@ def read_verifier(key: str) -> note.Verifier:
         raise UsageError(f"--key: {exc}") from exc
 
 
-def read_checkpoint(path: str, verifier: note.Verifier) -> checkpoint.Checkpoint:
-    """The checkpoint in the signed note at `path`, its signature checked with the pinned key."""
+def read_checkpoint(path: str, verifiers: Sequence[note.Verifier]) -> checkpoint.Checkpoint:
+    """The checkpoint in the signed note at `path`, its signature checked with a pinned key."""
     try:
         signed = Path(path).read_bytes()
     except OSError as exc:
         raise UsageError(f"--checkpoint: cannot read {path}: {exc.strerror}") from exc
     try:
-        return checkpoint.parse(note.verify(signed, verifier))
+        return checkpoint.parse(note.verify(signed, *verifiers))
     except (note.NoteError, checkpoint.CheckpointError) as exc:
         raise UsageError(f"--checkpoint: {path}: {exc}") from exc
 
 
 def verify_database(
-    settings: Settings, signed: checkpoint.Checkpoint, verifier: note.Verifier, grace: float
+    settings: Settings,
+    signed: checkpoint.Checkpoint,
+    verifiers: Sequence[note.Verifier],
+    grace: float,
 ) -> tuple[list[str], int]:
     """(finding lines then the summary line, exit code) for the database of `settings`."""
     retain_from = partitions.retention_cutoff(settings.partition_retention_months)
@@ -83,7 +87,7 @@ def verify_database(
         ledger_scan.snapshot(conn),
     ):
         other_roots, findings = stored_checkpoint_roots(
-            ledger_scan.stored_checkpoints(conn), verifier, signed.origin
+            ledger_scan.stored_checkpoints(conn), verifiers, signed.origin
         )
         audit = TreeAudit(signed.size, signed.root, other_roots)
         checked = 0
@@ -108,11 +112,13 @@ def verify_database(
 
 
 def verify_command(
-    settings: Settings, key: str, checkpoint_file: str, grace: float | None = None
+    settings: Settings, keys: Sequence[str], checkpoint_file: str, grace: float | None = None
 ) -> int:
+    """`keys`: the pinned verifier keys (the current one and any the log was signed with before
+    a key rotation)."""
     try:
-        verifier = read_verifier(key)
-        signed = read_checkpoint(checkpoint_file, verifier)
+        verifiers = [read_verifier(key) for key in keys]
+        signed = read_checkpoint(checkpoint_file, verifiers)
         settings.require_database_url()
     except UsageError as exc:
         print(f"datastorage verify: {exc}", file=sys.stderr)
@@ -121,7 +127,7 @@ def verify_command(
         lines, code = verify_database(
             settings,
             signed,
-            verifier,
+            verifiers,
             settings.log_unsequenced_grace if grace is None else grace,
         )
     except DatabaseError as exc:  # the database cannot be read: not a verdict either way

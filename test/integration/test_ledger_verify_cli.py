@@ -290,3 +290,19 @@ def db_for():
     yield connect
     for conn in opened:
         conn.close()
+
+
+def test_after_a_key_rotation_verify_takes_the_old_and_the_new_key(log_db, key, tmp_path):
+    """A new key with the same origin continues the same tree (the signer checks it extends the
+    checkpoint the old key signed); checkpoints the old key signed stay checkable with it."""
+    asyncio.run(_grow(log_db, key[0], new_events(5)))
+    new_key = tmp_path / "new.key"
+    made = cli("log", "keygen", "--origin", ORIGIN, "--out", str(new_key))
+    assert made.returncode == 0, made.stderr
+    asyncio.run(_grow(log_db, new_key, new_events(7)))
+    leaf_ids(log_db, tmp_path)  # the latest checkpoint, signed by the new key
+    old_verifier, new_verifier = key[1], made.stdout.strip()
+    code, lines = verify(log_db, new_verifier, tmp_path)
+    assert code == 1 and "stored checkpoint tree_size=5: no signature by a known key" in lines[0]
+    code, lines = verify(log_db, new_verifier, tmp_path, "--key", old_verifier)
+    assert code == 0 and lines == [f"OK: {COUNT} leaves checked; findings: none"]
