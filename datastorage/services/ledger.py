@@ -13,7 +13,6 @@ The service holds only the verifier (public) key; the private key stays with the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from datastorage.config import ConfigError, Settings
 from datastorage.domain.errors import InvalidInput, NotFound, NotYetSequenced
@@ -24,15 +23,6 @@ from datastorage.store import audit_queries
 from datastorage.store import ledger as store
 from datastorage.store.connect import DatabaseConnection
 from datastorage.store.pool import Database
-
-
-@dataclass(frozen=True)
-class Inclusion:
-    event_id: str
-    leaf_index: int
-    tree_size: int
-    leaf_hash: bytes
-    path: list[bytes]
 
 
 class LogService:
@@ -62,7 +52,7 @@ class LogService:
             raise NotFound("no checkpoint has been signed yet")
         return latest.note
 
-    async def inclusion(self, event_id: str, tree_size: int | None = None) -> Inclusion:
+    async def inclusion(self, event_id: str, tree_size: int | None = None) -> proofs.InclusionProof:
         """The proof that the event is leaf `leaf_index` of the tree of `tree_size` leaves
         (default: the latest checkpoint's size)."""
         async with self.db.connection() as conn:
@@ -75,7 +65,7 @@ class LogService:
             try:
                 if size == 0:
                     raise proofs.NotSequenced(event_id)
-                proof = await proofs.inclusion(conn, event_id, size)
+                return await proofs.inclusion(conn, event_id, size)
             except proofs.NotSequenced:
                 if await audit_queries.get_event(conn, event_id) is None:
                     raise NotFound(f"no audit event {event_id}") from None
@@ -83,7 +73,6 @@ class LogService:
                     f"event {event_id} is not yet a leaf of a signed checkpoint of size {size}",
                     self.retry_after,
                 ) from None
-        return Inclusion(proof.event_id, proof.leaf_index, size, proof.leaf_hash, proof.path)
 
     async def consistency(self, first: int, second: int) -> list[bytes]:
         """The proof that the tree of `second` leaves extends the tree of `first` leaves."""
