@@ -30,7 +30,7 @@ from datastorage.auth.authenticator import Authenticator
 from datastorage.auth.ratelimit import limiter_from_settings
 from datastorage.auth.reviews import KubeConfigError
 from datastorage.config import ConfigError, Settings
-from datastorage.http import admin, audit, errors, health, notifications, workflows
+from datastorage.http import admin, audit, errors, health, log, notifications, workflows
 from datastorage.http.authentication import Authentication
 from datastorage.http.context import AppContext
 from datastorage.http.middleware import RequestContext
@@ -38,6 +38,7 @@ from datastorage.http.problems import Problem, problem_response
 from datastorage.http.validation import RequestValidator
 from datastorage.runtime import Runtime
 from datastorage.schemas import openapi_json, openapi_text
+from datastorage.services.ledger import LogService
 
 
 async def openapi_json_endpoint(request: Request) -> Response:
@@ -95,6 +96,11 @@ ROUTES = [
     Route("/metrics", health.metrics, methods=["GET"]),
     Route("/openapi.json", openapi_json_endpoint, methods=["GET"]),
     Route("/openapi.yaml", openapi_yaml_endpoint, methods=["GET"]),
+    # Tamper-evident log (§12).
+    Route("/api/v1/audit/log/checkpoint", log.checkpoint, methods=["GET"]),
+    Route("/api/v1/audit/log/proof/{event_id}", log.inclusion_proof, methods=["GET"]),
+    Route("/api/v1/audit/log/consistency", log.consistency_proof, methods=["GET"]),
+    Route("/api/v1/audit/log/key", log.verifier_key, methods=["GET"]),
 ]
 
 
@@ -139,7 +145,11 @@ def build_context(settings: Settings, clock: Callable[[], float] | None = None) 
     `DATASTORAGE_AUTH=kubernetes`, the authenticator and the per-caller limiter. `clock`
     (tests): one settable clock for the review caches, token expiry and the buckets."""
     runtime = Runtime(settings, ensure_partitions=True, run_log=True)
-    ctx = AppContext(runtime=runtime, validator=RequestValidator(runtime.validator))
+    ctx = AppContext(
+        runtime=runtime,
+        validator=RequestValidator(runtime.validator),
+        log=LogService.from_settings(settings, runtime.db),
+    )
     if settings.auth == "kubernetes":
         clocks = {"clock": clock, "wall_clock": clock} if clock else {}
         try:

@@ -1,4 +1,4 @@
-"""`datastorage` command line: serve, operator, migrate, dev, partitions, dlq.
+"""`datastorage` command line: serve, operator, migrate, dev, partitions, dlq, log, verify.
 
 A bad or missing setting prints one line naming it and exits with code 2.
 
@@ -43,6 +43,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.workers:
         settings = settings.replace(workers=args.workers)
     settings.require_database_url()
+    from datastorage.services.ledger import configured_verifier
+
+    configured_verifier(settings)  # a bad signing key stops the server before any worker starts
     return serve(settings, worker_process=args.worker_process)
 
 
@@ -104,6 +107,20 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(dlq_command(settings, args.action, print_table))
 
 
+def cmd_log(settings: Settings, args: argparse.Namespace) -> int:
+    from datastorage.log_admin import keygen_command
+
+    return keygen_command(args.origin, args.out)
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from datastorage.log_admin import verify_command
+
+    if args.database:
+        settings = settings.replace(database_url=args.database, database_password_file=None)
+    return verify_command(settings, args.key, args.checkpoint, args.grace)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datastorage", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML settings file (also DATASTORAGE_CONFIG)")
@@ -128,6 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = sub.add_parser("dlq", help="inspect or drain the DLQ")
     dlq.add_argument("action", choices=["status", "drain"])
     dlq.set_defaults(func=cmd_dlq)
+    log = sub.add_parser("log", help="tamper-evident log tools")
+    log_sub = log.add_subparsers(dest="action", required=True)
+    keygen = log_sub.add_parser("keygen", help="write a new signing key, print its verifier key")
+    keygen.add_argument("--origin", required=True, help="the log's name (checkpoint origin)")
+    keygen.add_argument("--out", required=True, help="private key file to create (mode 0600)")
+    keygen.set_defaults(func=cmd_log)
+    verify = sub.add_parser("verify", help="check the audit trail against a signed checkpoint")
+    verify.add_argument(
+        "--key",
+        required=True,
+        action="append",
+        help="a pinned verifier key, or a file of it; repeat it for the keys used before a rotation",
+    )
+    verify.add_argument("--checkpoint", required=True, help="a signed checkpoint file")
+    verify.add_argument("--database", help="libpq URL (default: DATASTORAGE_DATABASE_URL)")
+    verify.add_argument(
+        "--grace",
+        type=float,
+        help="seconds before a row that is no leaf is reported "
+        "(default: DATASTORAGE_LOG_UNSEQUENCED_GRACE)",
+    )
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

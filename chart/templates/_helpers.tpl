@@ -255,10 +255,37 @@ checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}
 
 {{/* A container whose Secret-held settings arrive as environment variables. */}}
 {{- define "datastorage.checkov.secretEnv" -}}
-CKV_K8S_35=Secrets in the environment only where no file setting exists: the Redis password inside DATASTORAGE_DLQ_URL and an external DATASTORAGE_DATABASE_URL (the bundled database password is a mounted file)
+CKV_K8S_35=Secrets in the environment only where no file setting exists: the Redis password inside DATASTORAGE_DLQ_URL and an external DATASTORAGE_DATABASE_URL, and the S3 credentials of checkpoint publication (the log signing key and the bundled database password are mounted files)
 {{- end }}
 
 {{/* The bundled databases run as the official images' own users. */}}
 {{- define "datastorage.checkov.imageUser" -}}
 CKV_K8S_40=Runs as the official image's own user (runAsUser in values: 70 or 999); a UID of 10000 or more needs an image built for it
+{{- end }}
+
+{{/* The tamper-evident log ------------------------------------------------------------------ */}}
+
+{{/* Where the signing key Secret is mounted (API container only). */}}
+{{- define "datastorage.log.keyDir" -}}/etc/datastorage/log{{- end }}
+
+{{/* S3 credentials of checkpoint publication, from the given Secret (API container only). */}}
+{{- define "datastorage.env.logS3" -}}
+{{- with .Values.log.s3.credentialsSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_SECRET_ACCESS_KEY
+- name: AWS_REGION
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_REGION
+      optional: true
+{{- end }}
 {{- end }}

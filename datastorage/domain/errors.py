@@ -17,3 +17,12 @@ class InvalidInput(ValueError):
 
 class NotFound(LookupError):
     """The named resource does not exist; the message says which."""
+
+
+class NotYetSequenced(LookupError):
+    """The event is stored but not yet a leaf of a signed checkpoint of the asked size; asking
+    again after `retry_after` seconds may succeed (the tamper-evident log, SPEC §12)."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

@@ -13,6 +13,7 @@ from datastorage.auth.authenticator import Authenticator
 from datastorage.auth.ratelimit import RateLimiter
 from datastorage.http.validation import RequestValidator
 from datastorage.runtime import Runtime
+from datastorage.services.ledger import LogService
 
 
 @dataclass
@@ -22,6 +23,7 @@ class AppContext:
     shutting_down: bool = False  # readiness answers 503 once set (SIGTERM)
     authenticator: Authenticator | None = None  # DATASTORAGE_AUTH=kubernetes
     limiter: RateLimiter | None = None  # the per-caller write budget, when configured
+    log: LogService | None = None  # the tamper-evident log's reads (None: the log is off)
 
     @property
     def settings(self):

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from datastorage.config import Settings
 from datastorage.dlq.queue import DLQError
-from datastorage.domain.errors import InvalidInput, NotFound
+from datastorage.domain.errors import InvalidInput, NotFound, NotYetSequenced
 from datastorage.http.problems import (
     Problem,
     conflict,
@@ -92,6 +92,9 @@ _TABLE: dict[type[BaseException], Callable[[Exception, Settings], Problem]] = {
         f"the write cannot be stored or queued right now: {exc}", s.retry_after
     ),
     DLQError: lambda exc, s: unavailable(f"DLQ unavailable: {exc}", s.retry_after),
+    NotYetSequenced: lambda exc, s: Problem(
+        404, "not-yet-sequenced", str(exc), headers={"Retry-After": str(exc.retry_after)}
+    ),
 }
 
 HANDLED = tuple(_TABLE)

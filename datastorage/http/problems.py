@@ -12,6 +12,7 @@ _TITLES = {
     "validation-error": "Request validation failed",
     "invalid-json": "Request body is not valid JSON",
     "not-found": "Resource not found",
+    "not-yet-sequenced": "Event not yet in a signed checkpoint",
     "conflict": "Conflict with the stored state",
     "immutable-field": "Field cannot be changed",
     "invalid-transition": "Status transition not allowed",

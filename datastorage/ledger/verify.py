@@ -23,7 +23,7 @@ not also break the root); a leaf hash changed to match an edited row breaks the 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,15 +123,16 @@ class TreeAudit:
 
 
 def stored_checkpoint_roots(
-    stored: Iterable[tuple[int, str]], verifier: note.Verifier, origin: str
+    stored: Iterable[tuple[int, str]], verifiers: Sequence[note.Verifier], origin: str
 ) -> tuple[dict[int, bytes], list[Finding]]:
     """Roots of the checkpoints the database keeps (size, signed note), for `TreeAudit`; one
-    whose signature, origin or size does not hold is a `root-mismatch` finding."""
+    whose signature (by one of `verifiers`: the current and any retired keys), origin or size
+    does not hold is a `root-mismatch` finding."""
     roots: dict[int, bytes] = {}
     findings = []
     for size, signed in stored:
         try:
-            parsed = checkpoint.parse(note.verify(signed.encode(), verifier))
+            parsed = checkpoint.parse(note.verify(signed.encode(), *verifiers))
             if parsed.origin != origin or parsed.size != size:
                 raise checkpoint.CheckpointError("origin or size differs from its row")
         except (note.NoteError, checkpoint.CheckpointError) as exc:

@@ -138,6 +138,30 @@ CASES: dict[str, tuple[str, list[dict], list[dict], dict[str, str]]] = {
         ],
         {},
     ),
+    "DataStorageLogSequencingLag": (
+        "30m",
+        [_series("datastorage_log_sequencing_lag_seconds", "", "0+60x60")],
+        [_series("datastorage_log_sequencing_lag_seconds", "", "0 2 0 1 3 0x55")],
+        {},
+    ),
+    "DataStorageLogCheckpointStale": (
+        "40m",
+        [
+            _series("datastorage_log_checkpoint_age_seconds", "", "0+60x60"),
+            _series("datastorage_log_tree_size", "", "0+100x60"),
+        ],
+        [  # an idle log signs nothing new: an old checkpoint is expected there
+            _series("datastorage_log_checkpoint_age_seconds", "", "0+60x60"),
+            _series("datastorage_log_tree_size", "", "500x60"),
+        ],
+        {},
+    ),
+    "DataStorageLogConsistencyFailure": (
+        "30m",
+        [_series("datastorage_log_consistency_failures_total", "", "0x20 1x40")],
+        [_series("datastorage_log_consistency_failures_total", "", "0x60")],
+        {},
+    ),
 }
 
 
@@ -175,7 +199,11 @@ def test_every_alert_has_a_runbook_and_every_runbook_an_alert() -> None:
     for name in runbooks:
         text = (RUNBOOKS / f"{name}.md").read_text()
         assert text.startswith(f"# {name}\n"), name
-        for must in (r"datastorage (partitions|dlq) ", r"kubectl .*\blogs\b", "## What to do"):
+        for must in (
+            r"datastorage (partitions|dlq|verify|log) ",
+            r"kubectl .*\blogs\b",
+            "## What to do",
+        ):
             assert re.search(must, text), f"{name}.md lacks {must!r}"
 
 

@@ -790,3 +790,68 @@ def test_default_values_validate_against_the_schema_with_jsonschema():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     jsonschema.Draft7Validator(schema).validate(values)
+
+
+# --- the tamper-evident log -------------------------------------------------------------------
+
+
+LOG_SETTINGS = (
+    "DATASTORAGE_LOG_SIGNING_KEY_FILE",
+    "DATASTORAGE_LOG_ORIGIN",
+    "DATASTORAGE_LOG_CHECKPOINT_INTERVAL",
+    "DATASTORAGE_LOG_PUBLISH_URL",
+    "DATASTORAGE_S3_ENDPOINT_URL",
+)
+
+
+def test_the_log_is_off_without_a_signing_key_secret():
+    docs = render()
+    config = one(docs, "ConfigMap", FULLNAME)["data"]
+    assert not [name for name in LOG_SETTINGS if name in config]
+    pod = deployment_pod(docs)
+    assert "log-signing-key" not in {v["name"] for v in pod["volumes"]}
+    assert not [n for c in pod["containers"] for n in env_map(c) if n.startswith("AWS_")]
+
+
+def test_the_signing_key_secret_is_mounted_into_the_api_container_only():
+    docs = render("everything.yaml")
+    config = one(docs, "ConfigMap", FULLNAME)["data"]
+    assert config["DATASTORAGE_LOG_SIGNING_KEY_FILE"] == "/etc/datastorage/log/signing.key"
+    assert config["DATASTORAGE_LOG_ORIGIN"] == "audit.example.com/prod"
+    assert config["DATASTORAGE_LOG_CHECKPOINT_INTERVAL"] == "5"
+    assert config["DATASTORAGE_LOG_PUBLISH_URL"] == "s3://audit-checkpoints/prod"
+    assert config["DATASTORAGE_S3_ENDPOINT_URL"] == "http://minio.storage:9000"
+    pod = deployment_pod(docs)
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "log-signing-key"]
+    assert volume["secret"] == {
+        "secretName": "datastorage-log-key",
+        "defaultMode": 0o440,
+        "items": [{"key": "signing.key", "path": "signing.key"}],
+    }
+    api, operator = container(pod, "datastorage"), container(pod, "operator")
+    (mount,) = [m for m in api["volumeMounts"] if m["name"] == "log-signing-key"]
+    assert mount == {
+        "name": "log-signing-key",
+        "mountPath": "/etc/datastorage/log",
+        "readOnly": True,
+    }
+    assert "log-signing-key" not in {m["name"] for m in operator["volumeMounts"]}
+    env = env_map(api)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[name] == {"secretKeyRef": {"name": "checkpoint-bucket", "key": name}}
+    assert env["AWS_REGION"]["secretKeyRef"]["optional"] is True
+    assert not [n for n in env_map(operator) if n.startswith("AWS_")]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "log.publishUrl=http://example.com/x",
+        "log.origin=has space",
+        "log.checkpointInterval=0",
+        "log.signingKey.existingSecretKey=",
+    ],
+)
+def test_log_values_are_checked_by_the_schema(bad):
+    failed = helm_template(None, (bad,), check=False)
+    assert failed.returncode != 0 and "log" in failed.stderr, failed.stderr

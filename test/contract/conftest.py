@@ -15,6 +15,8 @@ import psycopg
 import pytest
 from support import ServerProcess
 
+from datastorage.ledger.keyfile import keygen
+
 # Every table a request can write to.
 TABLES = ("audit_events", "notification_audit", "remediation_workflow_catalog")
 
@@ -48,9 +50,15 @@ class ContractStack:
 
 @pytest.fixture(scope="session")
 def contract_stack(database_url, redis_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("contract-server")
+    keygen("contract.example.com/log", root / "log.key")  # the log on: its endpoints too
     server = ServerProcess(
-        {"DATASTORAGE_DATABASE_URL": database_url, "DATASTORAGE_DLQ_URL": redis_server.url},
-        tmp_path_factory.mktemp("contract-server"),
+        {
+            "DATASTORAGE_DATABASE_URL": database_url,
+            "DATASTORAGE_DLQ_URL": redis_server.url,
+            "DATASTORAGE_LOG_SIGNING_KEY_FILE": str(root / "log.key"),
+        },
+        root,
     )
     yield ContractStack(server, database_url, redis_server.url)
     server.stop()

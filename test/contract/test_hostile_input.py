@@ -37,6 +37,8 @@ WORKFLOWS = "/api/v1/workflows"
 SEARCH = "/api/v1/workflows/search"
 # The target of the PATCH cases: a workflow created once per module (see `target_workflow`).
 TARGET = "/api/v1/workflows/{workflow_id}"
+LOG_PROOF = "/api/v1/audit/log/proof/{event_id}"  # the contract stack runs with the log on
+LOG_CONSISTENCY = "/api/v1/audit/log/consistency"
 PROBLEM_TYPE = "https://kubernaut.ai/problems/"
 MiB = 1 << 20
 DELETE = object()  # `edit` marker: remove the field
@@ -455,6 +457,11 @@ def _query_cases() -> dict[str, Bad]:
         "path-event-id-not-uuid": get(EVENTS + "/1%20OR%201=1", "event_id"),
         "path-event-id-nul": get(EVENTS + "/%00", "event_id"),
         "path-workflow-id-not-uuid": get(WORKFLOWS + "/'; DROP TABLE x; --", "workflow_id"),
+        "query-log-proof-tree_size-0": get(LOG_PROOF, "tree_size", tree_size="0"),
+        "query-log-proof-tree_size-text": get(LOG_PROOF, "tree_size", tree_size="ten"),
+        "query-log-consistency-first-0": get(LOG_CONSISTENCY, "first", first="0", second="1"),
+        "query-log-consistency-first-missing": get(LOG_CONSISTENCY, "first", second="1"),
+        "query-log-consistency-second-huge": get(LOG_CONSISTENCY, "second", first="1", second="9" * 30),
         "method-delete-events": Bad("DELETE", EVENTS, None, status=405, slug="method-not-allowed"),
         "method-put-workflow": Bad("PUT", TARGET, None, json={}, status=405, slug="method-not-allowed"),
         "method-get-search": Bad("GET", SEARCH, None, status=405, slug="method-not-allowed"),
@@ -523,7 +530,7 @@ def snapshot(stack: Any, workflow_id: str) -> tuple[Any, ...]:
 
 
 def send(client: httpx.Client, case: Bad, workflow_id: str) -> httpx.Response:
-    path = case.path.replace("{workflow_id}", workflow_id)
+    path = case.path.replace("{workflow_id}", workflow_id).replace("{event_id}", str(uuid.uuid4()))
     headers = dict(case.headers)
     content: Any = case.raw
     if case.json is not None:

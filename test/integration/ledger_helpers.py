@@ -5,6 +5,7 @@ stored tree."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,7 @@ import psycopg
 from support import make_event
 
 from datastorage.domain.events import TimeBounds, normalize_event
-from datastorage.ledger import merkle
+from datastorage.ledger import merkle, note
 from datastorage.ledger.leaf import event_leaf_hash
 from datastorage.store import audit_writes
 from datastorage.store import ledger as store
@@ -70,3 +71,26 @@ async def check_tree(url: str) -> tuple[int, bytes]:
         assert state.size == len(leaves)
         assert state.root == merkle.root_from_leaves(hashes)
         return state.size, state.root
+
+
+def fresh_log_database(pg_server) -> str:
+    """A migrated database of the test's own (its log starts empty and nothing else writes)."""
+    from support import run_migrations
+
+    url = pg_server.create_database(f"log_{uuid.uuid4().hex[:12]}")
+    run_migrations(url)
+    return url
+
+
+async def grow_and_sign(url: str, signer: note.Signer, events: list[dict]) -> None:
+    """Store events (queued for the log), sequence everything pending, sign a checkpoint."""
+    from datastorage.ledger.sequencer import sequence_once
+    from datastorage.ledger.signer import CheckpointSigner, Outcome
+
+    connect = connection_source(url)
+    async with connect() as conn:
+        if events:
+            await store_events(conn, events)
+        while (await sequence_once(conn, batch_size=1000)).appended:
+            pass
+    assert await CheckpointSigner(connect, signer).sign_once() == Outcome.SIGNED

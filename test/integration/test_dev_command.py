@@ -11,6 +11,8 @@ import sys
 import httpx
 from support import REPO, eventually, free_port, make_event
 
+from datastorage.ledger.keyfile import load_signer
+
 
 def test_dev_starts_its_own_database_serves_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
@@ -42,6 +44,12 @@ def test_dev_starts_its_own_database_serves_and_stops_on_ctrl_c(tmp_path):
         banner = log.read_text()
         assert "curl" in banner and f":{port}" in banner
         assert re.search(r"^  auth: +none$", banner, re.MULTILINE)  # open: said so up front
+        # The log is on with a key made in the data directory; the banner prints its verifier.
+        key_file = data_dir / "log.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        verifier_key = httpx.get(url + "/api/v1/audit/log/key").text.strip()
+        assert verifier_key == str(load_signer(key_file).verifier)
+        assert f"log key:  {verifier_key}" in banner
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)

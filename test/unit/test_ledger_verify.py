@@ -113,9 +113,9 @@ def test_a_replaced_stored_checkpoint_is_reported():
     )
     lie = checkpoint.Checkpoint(ORIGIN, 6, merkle.root_from_leaves(HASHES[:5] + HASHES[:1])).text()
     stored = [(4, good.decode()), (6, note.sign(lie, key).decode())]
-    roots, findings = stored_checkpoint_roots(stored, key.verifier, ORIGIN)
+    roots, findings = stored_checkpoint_roots(stored, [key.verifier], ORIGIN)
     assert findings == []
     assert [f[0] for f in _audit(_leaves(), ROWS, other_roots=roots)] == ["root-mismatch"]
     forged = note.sign(lie, note.generate_signer(ORIGIN)).decode()  # another key, same name
-    roots, findings = stored_checkpoint_roots([(6, forged)], key.verifier, ORIGIN)
+    roots, findings = stored_checkpoint_roots([(6, forged)], [key.verifier], ORIGIN)
     assert roots == {} and [f.kind for f in findings] == ["root-mismatch"]
