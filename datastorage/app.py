@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from datastorage.config import Settings
-from datastorage.http import admin, audit, errors, health, notifications, workflows
+from datastorage.http import admin, audit, errors, health, holds, notifications, workflows
 from datastorage.http.context import AppContext
 from datastorage.http.middleware import RequestContext
 from datastorage.http.problems import Problem, problem_response
@@ -84,6 +84,11 @@ ROUTES = [
     Route("/metrics", health.metrics, methods=["GET"]),
     Route("/openapi.json", openapi_json_endpoint, methods=["GET"]),
     Route("/openapi.yaml", openapi_yaml_endpoint, methods=["GET"]),
+    # Legal holds and export (§13).
+    Route("/api/v1/audit/legal-holds", holds.list_holds, methods=["GET"]),
+    Route("/api/v1/audit/legal-holds/{correlation_id}", holds.get_hold, methods=["GET"]),
+    Route("/api/v1/audit/legal-holds/{correlation_id}", holds.place_hold, methods=["PUT"]),
+    Route("/api/v1/audit/legal-holds/{correlation_id}", holds.release_hold, methods=["DELETE"]),
 ]
 
 

@@ -31,6 +31,7 @@ from datastorage.schemas import SchemaValidator
 from datastorage.services.audit import AuditService
 from datastorage.services.catalog import Catalog
 from datastorage.services.durable import DurableWriter
+from datastorage.services.holds import LegalHolds
 from datastorage.services.notifications import NotificationService
 from datastorage.store import partitions
 from datastorage.store.errors import is_transient
@@ -102,6 +103,7 @@ class Runtime:
         self.audit = AuditService(settings, self.db, self.writer)
         self.notifications = NotificationService(settings, self.db, self.writer)
         self.catalog = Catalog(self.db, self.audit, validator=self.validator, spawn=self.spawn)
+        self.holds = LegalHolds(self.db, self.audit)
         self._background: set[asyncio.Task] = set()
         self._drain_task: asyncio.Task | None = None
 

@@ -8,7 +8,12 @@ One pass, every step idempotent and UTC-based:
 3. ensure the current month and `partition_premake` months ahead (create, or re-attach);
 4. re-attach other detached month tables that are still inside the retention period;
 5. retire months older than the retention period: `DETACH ... CONCURRENTLY` (writes to other
-   months carry on), then `DROP TABLE`; in dry-run mode only say what would be retired;
+   months carry on), then `DROP TABLE`; in dry-run mode only say what would be retired. A
+   month holding events of a correlation under legal hold (SPEC §13) is not dropped: its other
+   events are deleted and the held ones stay in place, attached, served and provable as before,
+   until a pass after the release finds none held and retires the month. Each month's
+   decision and action run under the holds lock (`store.holds`), so a hold placed concurrently
+   is either seen or waits until the month is done;
 6. publish the partition metrics.
 
 A failing step is reported and the pass carries on with the next one; the pass then counts as
@@ -34,7 +39,7 @@ from datastorage.metrics import (
     PARTITION_MONTHS_AHEAD,
     PARTITIONS,
 )
-from datastorage.store import partitions
+from datastorage.store import holds, partitions
 from datastorage.store.connect import AsyncConnection, connect_async
 from datastorage.store.errors import DatabaseError, is_connection_lost
 from datastorage.store.partitions import PartitionSummary
@@ -59,6 +64,7 @@ class MaintenanceReport:
     created: list[str] = field(default_factory=list)
     reattached: list[str] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
+    kept_for_holds: list[str] = field(default_factory=list)
     would_retire: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     summary: PartitionSummary | None = None
@@ -69,7 +75,9 @@ class MaintenanceReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.finalized or self.created or self.reattached or self.retired)
+        return bool(
+            self.finalized or self.created or self.reattached or self.retired or self.kept_for_holds
+        )
 
     def lines(self) -> list[str]:
         mode = " (dry run)" if self.dry_run else ""
@@ -86,6 +94,7 @@ class MaintenanceReport:
         out += [f"created {name}" for name in self.created]
         out += [f"re-attached {name}" for name in self.reattached]
         out += [f"retired {name} (detached concurrently, dropped)" for name in self.retired]
+        out += [f"kept {entry} under legal hold" for entry in self.kept_for_holds]
         out += [f"would retire {name} (dry run: nothing retired)" for name in self.would_retire]
         if self.lock_acquired and not (self.changed or self.would_retire or self.errors):
             out.append("nothing to do")
@@ -187,6 +196,53 @@ async def _maintain(conn: AsyncConnection, settings: Settings, report: Maintenan
 
 
 async def _retire(
+    conn: AsyncConnection,
+    report: MaintenanceReport,
+    state: partitions.PartitionState,
+    lock_timeout: float,
+) -> bool:
+    """Retire one month under the holds lock: hold changes wait until it is done."""
+    await holds.lock_for_retirement(conn)
+    try:
+        held, has_held = await _step(
+            report, f"look for held events in {state.name}", holds.month_has_held_events(
+                conn, state.month
+            )
+        )
+        if not held:
+            return False
+        if has_held:
+            await _keep_held_events(conn, report, state)
+            return False
+        return await _detach_and_drop(conn, report, state, lock_timeout)
+    finally:
+        if not conn.closed:
+            await holds.unlock_after_retirement(conn)
+
+
+async def _keep_held_events(
+    conn: AsyncConnection, report: MaintenanceReport, state: partitions.PartitionState
+) -> None:
+    """Delete the month's events that are not held; the held ones stay where they are. A table
+    left detached by an interrupted pass is attached again first so its held events are served."""
+    if not state.attached:
+        attached, _ = await _step(
+            report,
+            f"re-attach {state.name} (it holds held events)",
+            partitions.attach_month(conn, state.month, _DETACH_LOCK_TIMEOUT),
+        )
+        if not attached:
+            return
+    done, deleted = await _step(
+        report,
+        f"delete unheld events of {state.name}",
+        holds.delete_unheld_events(conn, state.month),
+    )
+    if done:
+        report.kept_for_holds.append(f"{state.name} ({deleted} unheld events deleted)")
+
+
+async def _detach_and_drop(
     conn: AsyncConnection,
     report: MaintenanceReport,
     state: partitions.PartitionState,

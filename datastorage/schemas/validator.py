@@ -59,6 +59,7 @@ class SchemaValidator:
                     schema = {
                         "type": "object",
                         "properties": {n: p["schema"] for n, p in params.items()},
+                        "required": [n for n, p in params.items() if p.get("required")],
                     }
                     self._parameters[op_id] = (self._validator(schema, registry), schema)
 
