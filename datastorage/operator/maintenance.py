@@ -205,9 +205,9 @@ async def _retire(
     await holds.lock_for_retirement(conn)
     try:
         held, has_held = await _step(
-            report, f"look for held events in {state.name}", holds.month_has_held_events(
-                conn, state.month
-            )
+            report,
+            f"look for held events in {state.name}",
+            holds.month_has_held_events(conn, state.month),
         )
         if not held:
             return False

@@ -28,7 +28,11 @@ def test_place_then_place_again_then_release(api):
     assert placed.status_code == 201, placed.text
     hold = placed.json()
     assert hold["correlation_id"] == cid
-    assert (hold["reason"], hold["case_id"], hold["placed_by"]) == ("case 42 opened", "CASE-42", None)
+    assert (hold["reason"], hold["case_id"], hold["placed_by"]) == (
+        "case 42 opened",
+        "CASE-42",
+        None,
+    )
     assert hold["placed_at"].endswith("Z")
 
     again = api.put(f"{HOLDS}/{cid}", json={"reason": "another reason"})
