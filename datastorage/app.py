@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from datastorage.config import Settings
-from datastorage.http import admin, audit, errors, health, holds, notifications, workflows
+from datastorage.http import admin, audit, errors, export, health, holds, notifications, workflows
 from datastorage.http.context import AppContext
 from datastorage.http.middleware import RequestContext
 from datastorage.http.problems import Problem, problem_response
@@ -89,6 +89,7 @@ ROUTES = [
     Route("/api/v1/audit/legal-holds/{correlation_id}", holds.get_hold, methods=["GET"]),
     Route("/api/v1/audit/legal-holds/{correlation_id}", holds.place_hold, methods=["PUT"]),
     Route("/api/v1/audit/legal-holds/{correlation_id}", holds.release_hold, methods=["DELETE"]),
+    Route("/api/v1/audit/export", export.export_events, methods=["GET"]),
 ]
 
 

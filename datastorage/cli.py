@@ -104,6 +104,15 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(dlq_command(settings, args.action, print_table))
 
 
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.export:
+        print("datastorage verify: --export FILE is required here", file=sys.stderr)
+        return 2
+    from datastorage.ledger.export_verify import verify_export_file
+
+    return verify_export_file(args.export, args.key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datastorage", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML settings file (also DATASTORAGE_CONFIG)")
@@ -128,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = sub.add_parser("dlq", help="inspect or drain the DLQ")
     dlq.add_argument("action", choices=["status", "drain"])
     dlq.set_defaults(func=cmd_dlq)
+    verify = sub.add_parser("verify", help="verify an export offline against the log's key")
+    verify.add_argument("--export", metavar="FILE", help="an NDJSON export with its manifest")
+    verify.add_argument("--key", metavar="VKEY", required=True, help="verifier key, or a file")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -319,6 +319,9 @@ class Settings:
         _non_negative_float,
         "seconds after its commit before verify reports an event that is no leaf",
     )
+    export_batch_size: int = setting(
+        2000, _positive_int, "rows an export reads from its server-side cursor at a time"
+    )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

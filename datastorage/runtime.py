@@ -31,6 +31,7 @@ from datastorage.schemas import SchemaValidator
 from datastorage.services.audit import AuditService
 from datastorage.services.catalog import Catalog
 from datastorage.services.durable import DurableWriter
+from datastorage.services.export import Exporter
 from datastorage.services.holds import LegalHolds
 from datastorage.services.notifications import NotificationService
 from datastorage.store import partitions
@@ -104,6 +105,7 @@ class Runtime:
         self.notifications = NotificationService(settings, self.db, self.writer)
         self.catalog = Catalog(self.db, self.audit, validator=self.validator, spawn=self.spawn)
         self.holds = LegalHolds(self.db, self.audit)
+        self.export = Exporter(settings, self.db)
         self._background: set[asyncio.Task] = set()
         self._drain_task: asyncio.Task | None = None
 

@@ -17,6 +17,7 @@ from datastorage.domain.timeparse import parse_time_bound
 from datastorage.http.body import decode_json, nesting_errors, read_json
 from datastorage.http.context import AppContext, accepted_response, context, json_response
 from datastorage.http.problems import Problem, validation_error
+from datastorage.http.validation import strict_query
 from datastorage.schemas import count_failure
 from datastorage.services.audit import Outcome, invalid_batch
 
@@ -99,8 +100,10 @@ def event_filters(
 ) -> tuple[dict[str, Any], Any, dict[str, dt.datetime | None]]:
     """The §3.2 filters of a list or export request: (parameters, event_data, time bounds), or
     the 400 naming every failing parameter (`extra_errors` adds the caller's own checks)."""
-    params = ctx.validator.parameters("queryAuditEvents", request)
-    errors: dict[str, str] = extra_errors(params)
+    params, errors = ctx.validator.parameter_values("queryAuditEvents", strict_query(request))
+    if errors:  # the schema's errors and the caller's, in one problem
+        raise validation_error({**errors, **extra_errors(params)})
+    errors = extra_errors(params)
     bounds = _time_bounds(params, errors)
     data = _event_data(ctx, params, errors)
     if errors:
