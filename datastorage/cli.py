@@ -1,4 +1,4 @@
-"""`datastorage` command line: serve, operator, migrate, dev, partitions, dlq.
+"""`datastorage` command line: serve, operator, migrate, dev, partitions, dlq, verify, archive.
 
 A bad or missing setting prints one line naming it and exits with code 2.
 
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from datastorage.config import ConfigError, Settings, load_settings
 from datastorage.logs import setup_logging
@@ -113,6 +114,52 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return verify_export_file(args.export, args.key)
 
 
+def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from datastorage.services.archive import Archive, ArchiveError
+
+    try:
+        archive = Archive(settings)
+        if args.action == "list":
+            print_table(
+                ["month", "object"], [(a.month.strftime("%Y-%m"), a.name) for a in archive.list()]
+            )
+            return 0
+        if not args.month:
+            print(
+                f"datastorage archive {args.action}: MONTH (YYYY-MM) is required", file=sys.stderr
+            )
+            return 2
+        month = dt.datetime.strptime(args.month, "%Y-%m").date()
+    except ValueError:
+        print(f"datastorage archive: {args.month!r} is not a month (YYYY-MM)", file=sys.stderr)
+        return 2
+    except ArchiveError as exc:
+        print(f"datastorage archive: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "verify":
+        key = args.key
+        if key and Path(key).is_file():
+            key = Path(key).read_text()
+        result = archive.verify(month, key)
+        for line in result.lines:
+            print(line)
+        return result.exit_code
+    from datastorage.store.connect import connect_async
+
+    async def restore() -> int:
+        async with await connect_async(settings, "datastorage-archive") as conn:
+            return await archive.restore(conn, month, settings.partition_lock_timeout)
+
+    try:
+        print(f"restored {asyncio.run(restore())} event(s) of {args.month}")
+    except ArchiveError as exc:
+        print(f"datastorage archive restore: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datastorage", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML settings file (also DATASTORAGE_CONFIG)")
@@ -141,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--export", metavar="FILE", help="an NDJSON export with its manifest")
     verify.add_argument("--key", metavar="VKEY", required=True, help="verifier key, or a file")
     verify.set_defaults(func=cmd_verify)
+    archive = sub.add_parser("archive", help="list, verify or restore archived months")
+    archive.add_argument("action", choices=["list", "verify", "restore"])
+    archive.add_argument("month", nargs="?", help="YYYY-MM (verify, restore)")
+    archive.add_argument("--key", metavar="VKEY", help="verify: verifier key (default: the log's)")
+    archive.set_defaults(func=cmd_archive)
     return parser
 
 

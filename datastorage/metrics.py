@@ -212,3 +212,9 @@ AUTH_REVIEW_DURATION = Histogram(
 RATE_LIMITED = Counter(
     "datastorage_rate_limited_total", "Write requests refused with 429 by the per-caller limit."
 )
+
+# Archive before retirement (SPEC §13).
+ARCHIVE_FAILURES = Counter(
+    "datastorage_archive_failures_total",
+    "Months whose archive could not be written or verified; the month was kept.",
+)

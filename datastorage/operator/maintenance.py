@@ -13,7 +13,9 @@ One pass, every step idempotent and UTC-based:
    events are deleted and the held ones stay in place, attached, served and provable as before,
    until a pass after the release finds none held and retires the month. Each month's
    decision and action run under the holds lock (`store.holds`), so a hold placed concurrently
-   is either seen or waits until the month is done;
+   is either seen or waits until the month is done. With `DATASTORAGE_ARCHIVE_URL` the month is
+   first archived and verified (`services.archive`); if that fails the month is kept whole,
+   `datastorage_archive_failures_total` counts it and the next pass tries again;
 6. publish the partition metrics.
 
 A failing step is reported and the pass carries on with the next one; the pass then counts as
@@ -25,6 +27,7 @@ All SQL lives in `datastorage.store.partitions`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -33,13 +36,15 @@ from dataclasses import dataclass, field
 
 from datastorage.config import Settings
 from datastorage.metrics import (
+    ARCHIVE_FAILURES,
     PARTITION_CREATED,
     PARTITION_MAINTENANCE_FAILURES,
     PARTITION_MAINTENANCE_LAST_SUCCESS,
     PARTITION_MONTHS_AHEAD,
     PARTITIONS,
 )
-from datastorage.store import holds, partitions
+from datastorage.services.archive import Archive, ArchiveError
+from datastorage.store import export, holds, partitions
 from datastorage.store.connect import AsyncConnection, connect_async
 from datastorage.store.errors import DatabaseError, is_connection_lost
 from datastorage.store.partitions import PartitionSummary
@@ -65,6 +70,7 @@ class MaintenanceReport:
     reattached: list[str] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
     kept_for_holds: list[str] = field(default_factory=list)
+    archived: list[str] = field(default_factory=list)
     would_retire: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     summary: PartitionSummary | None = None
@@ -94,6 +100,7 @@ class MaintenanceReport:
         out += [f"created {name}" for name in self.created]
         out += [f"re-attached {name}" for name in self.reattached]
         out += [f"retired {name} (detached concurrently, dropped)" for name in self.retired]
+        out += [f"archive: {entry}" for entry in self.archived]
         out += [f"kept {entry} under legal hold" for entry in self.kept_for_holds]
         out += [f"would retire {name} (dry run: nothing retired)" for name in self.would_retire]
         if self.lock_acquired and not (self.changed or self.would_retire or self.errors):
@@ -186,13 +193,58 @@ async def _maintain(conn: AsyncConnection, settings: Settings, report: Maintenan
         if done:
             report.reattached.append(state.name)
 
+    archive = _archive_target(settings, report)
     for state in states:
         if state.month >= report.retain_from:
             continue
         if report.dry_run:
             report.would_retire.append(state.name)
-        elif await _retire(conn, report, state, lock_timeout):
+            continue
+        if settings.archive_url:
+            archived_state = await _archive(conn, report, state, archive)
+            if archived_state is None:
+                continue  # kept whole; counted; the next pass retries
+            state = archived_state
+        if await _retire(conn, report, state, lock_timeout):
             report.retired.append(state.name)
+
+
+def _archive_target(settings: Settings, report: MaintenanceReport) -> Archive | None:
+    if not settings.archive_url:
+        return None
+    try:
+        return Archive(settings)
+    except Exception as exc:  # a bad URL or key file: nothing may be retired
+        report.errors.append(f"archive target: {exc}")
+        return None
+
+
+async def _archive(
+    conn: AsyncConnection,
+    report: MaintenanceReport,
+    state: partitions.PartitionState,
+    archive: Archive | None,
+) -> partitions.PartitionState | None:
+    """Archive and verify the month before anything of it is removed. Returns the month's state
+    after (a table an interrupted pass left detached is attached again so the export sees it),
+    or None when it could not be archived: then it is kept, counted, and retried next pass."""
+    try:
+        if archive is None:
+            raise ArchiveError("no usable archive target")
+        if not state.attached:
+            await partitions.attach_month(conn, state.month, _DETACH_LOCK_TIMEOUT)
+            state = dataclasses.replace(state, attached=True, detach_pending=False)
+        rows = await export.count_month(conn, state.name)
+        report.archived.append(await archive.ensure_archived(conn, state.month, rows))
+        return state
+    except (ArchiveError, DatabaseError) as exc:
+        if isinstance(exc, DatabaseError) and is_connection_lost(exc):
+            raise
+        ARCHIVE_FAILURES.inc()
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        report.errors.append(f"archive {state.name}: {message}; month kept")
+        log.warning("archive of %s failed, month kept: %s", state.name, message)
+        return None
 
 
 async def _retire(

@@ -51,7 +51,7 @@ def export_query(filters: dict[str, Any], **narrowing: Any) -> EventQuery:
 
 
 class Exporter:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Database | None) -> None:
         self.db = db
         self.batch_size = settings.export_batch_size
         self.signer: note.Signer | None = None
@@ -60,9 +60,18 @@ class Exporter:
 
     async def ndjson(self, query: EventQuery, echo: dict[str, Any]) -> AsyncIterator[bytes]:
         """The export's lines, then the manifest line; `echo` is the filters as given."""
+        assert self.db is not None
+        async with self.db.connection() as conn:
+            async for chunk in self.ndjson_on(conn, query, echo):
+                yield chunk
+
+    async def ndjson_on(
+        self, conn: Any, query: EventQuery, echo: dict[str, Any]
+    ) -> AsyncIterator[bytes]:
+        """`ndjson` on a connection the caller owns (the archive uses maintenance's)."""
         digest = hashlib.sha256()
         count = 0
-        async with self.db.connection() as conn, store.snapshot(conn) as checkpoint:
+        async with store.snapshot(conn) as checkpoint:
             leaves = LeafSet(checkpoint.size) if checkpoint else None
             async for batch in store.event_batches(conn, query, self.batch_size):
                 chunk = bytearray()
@@ -125,6 +134,7 @@ class Exporter:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(CSV_COLUMNS)
+        assert self.db is not None
         async with self.db.connection() as conn, store.snapshot(conn):
             async for batch in store.event_batches(conn, query, self.batch_size):
                 writer.writerows(_csv_row(event) for event, _ in batch)

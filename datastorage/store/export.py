@@ -14,9 +14,10 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from datastorage.store.audit_queries import EventQuery, filter_clause
-from datastorage.store.audit_rows import SELECT_LIST, row_to_event
+from datastorage.store.audit_rows import COLUMNS, SELECT_LIST, row_to_event
 from datastorage.store.ledger import StoredCheckpoint, latest_checkpoint
 
 
@@ -45,3 +46,25 @@ async def event_batches(
         await cursor.execute(statement, params)
         while rows := await cursor.fetchmany(batch_size):
             yield [(row_to_event(row), row["leaf_index"]) for row in rows]
+
+
+_RESTORE = (
+    "INSERT INTO audit_events SELECT * FROM jsonb_populate_recordset(NULL::audit_events, %s) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+async def restore_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> int:
+    """Insert exported events back (an archive restore) with every stored value they carry;
+    events already present are left alone. Returns how many were inserted."""
+    renamed = {name: column for column, name in COLUMNS if name != column}
+    records = [{renamed.get(key, key): value for key, value in e.items()} for e in events]
+    cur = await conn.execute(_RESTORE, (Jsonb(records),))
+    return cur.rowcount
+
+
+async def count_month(conn: AsyncConnection, month_table: str) -> int:
+    """Rows of one month's partition table (what its archive must hold)."""
+    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(month_table))
+    (count,) = await (await conn.execute(query)).fetchone()
+    return count

@@ -264,6 +264,7 @@ def test_a_slow_reader_does_not_make_the_server_buffer_the_export(stack):
             peak = max(peak, _rss_kib(pid))
             with psycopg.connect(stack["url"]) as probe:
                 probe.execute("SELECT pg_sleep(0.1)")
+        print("RSS KiB before, peak:", before, peak)
         assert peak - before < 60 * 1024, (before, peak)
         for chunk in chunks:
             received += len(chunk)
