@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from datastorage.http.body import read_json
-from datastorage.http.context import context, json_response
+from datastorage.http.context import context, json_response, offset_page
 
 
 def _caller(request: Request) -> str | None:
@@ -43,17 +43,7 @@ async def list_holds(request: Request) -> Response:
     params = ctx.validator.parameters("listLegalHolds", request)
     limit, offset = params["limit"], params["offset"]
     rows, total = await ctx.runtime.holds.list(limit, offset)
-    return json_response(
-        {
-            "data": rows,
-            "pagination": {
-                "limit": limit,
-                "offset": offset,
-                "total": total,
-                "has_more": offset + len(rows) < total,
-            },
-        }
-    )
+    return offset_page(rows, limit, offset, total)
 
 
 async def release_hold(request: Request) -> Response:

@@ -19,7 +19,7 @@ import pytest
 import zstandard
 from ledger_helpers import connection_source
 from prometheus_client import REGISTRY
-from support import REPO, free_port, run_migrations
+from support import REPO, free_port
 
 from datastorage.config import load_settings
 from datastorage.ledger.keyfile import keygen, load_signer
@@ -39,13 +39,8 @@ ORIGIN = "audit.example.com/archive-test"
 
 @pytest.fixture()
 def url(pg_server):
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    name = f"arch_{worker}_{uuid.uuid4().hex[:8]}"
-    database_url = pg_server.create_database(name)
-    run_migrations(database_url)
-    yield database_url
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_server.migrated_database("arch") as database_url:
+        yield database_url
 
 
 @pytest.fixture()
@@ -170,27 +165,6 @@ def test_directory_archive_verify_corruption_and_restore(url, key_file, old_mont
     (target / OBJECT).write_bytes(b"not zstd at all")
     assert _cli(env, "verify", "2010-01").returncode == 1
     assert _cli(env, "restore", "2010-01").returncode == 1
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture()
-def s3_env(monkeypatch):
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        monkeypatch.setenv(name, value)
 
 
 def test_an_unreachable_target_keeps_the_month_until_a_later_pass_archives_it_to_s3(

@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 from ledger_helpers import connection_source, new_events, store_events
-from support import REPO, ServerProcess, run_migrations
+from support import REPO, ServerProcess
 
 from datastorage.ledger.keyfile import keygen, load_signer
 from datastorage.ledger.sequencer import sequence_once
@@ -33,10 +33,11 @@ ORIGIN = "audit.example.com/export-test"
 @pytest.fixture(scope="module")
 def stack(pg_server, tmp_path_factory):
     """A database of its own with a signed log over some events, and a server with the key."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    name = f"export_{worker}_{uuid.uuid4().hex[:8]}"
-    url = pg_server.create_database(name)
-    run_migrations(url)
+    with pg_server.migrated_database("export") as url:
+        yield from _stack(url, tmp_path_factory)
+
+
+def _stack(url: str, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("export")
     key_file = workdir / "log.key"
     verifier_key = keygen(ORIGIN, key_file)
@@ -79,8 +80,6 @@ def stack(pg_server, tmp_path_factory):
             "server": server,
         }
     server.stop()
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _export(stack, **params) -> httpx.Response:

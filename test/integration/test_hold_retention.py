@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import threading
 import uuid
 
 import httpx
 import psycopg
 import pytest
-from support import ServerProcess, eventually, run_migrations
+from support import ServerProcess, eventually
 
 from datastorage.config import load_settings
 from datastorage.operator.maintenance import MaintenanceReport, run_pass
@@ -28,13 +27,8 @@ EVENTS = "/api/v1/audit/events"
 
 @pytest.fixture()
 def url(pg_server):
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    name = f"hold_{worker}_{uuid.uuid4().hex[:8]}"
-    database_url = pg_server.create_database(name)
-    run_migrations(database_url)
-    yield database_url
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_server.migrated_database("hold") as database_url:
+        yield database_url
 
 
 @pytest.fixture()
