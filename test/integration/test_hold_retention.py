@@ -12,11 +12,17 @@ import uuid
 import httpx
 import psycopg
 import pytest
+from ledger_helpers import connection_source
 from support import ServerProcess, eventually
 
 from datastorage.config import load_settings
+from datastorage.ledger import merkle, proofs
+from datastorage.ledger.leaf import event_leaf_hash
+from datastorage.ledger.sequencer import sequence_once
 from datastorage.operator.maintenance import MaintenanceReport, run_pass
+from datastorage.store import ledger as ledger_store
 from datastorage.store import partitions
+from datastorage.store.audit_rows import fetch_by_ids
 from datastorage.store.holds import HOLDS_LOCK
 
 OLD_MONTH = dt.date(2010, 1, 1)  # far past the default retention of 84 months
@@ -63,7 +69,27 @@ def old_month(url) -> dict[str, list[str]]:
                     " 'r', %s, '{\"k\": \"v\"}')",
                     (event_id, stamp, stamp.date(), correlation),
                 )
+        conn.execute(
+            f'INSERT INTO log_pending (event_id, event_date) SELECT event_id, event_date FROM "{OLD_TABLE}"'
+        )
+    asyncio.run(_sequence(url))
     return ids
+
+
+async def _sequence(url: str) -> None:
+    async with connection_source(url)() as conn:
+        while (await sequence_once(conn, batch_size=100)).appended:
+            pass
+
+
+async def _proves(url: str, event_id: str) -> None:
+    """The event's stored row hashes to its leaf, whose inclusion proof verifies."""
+    async with connection_source(url)() as conn:
+        state = await ledger_store.tree_state(conn)
+        proof = await proofs.inclusion(conn, event_id, state.size)
+        event = (await fetch_by_ids(conn, [event_id]))[event_id]
+    assert event_leaf_hash(event) == proof.leaf_hash
+    merkle.verify_inclusion(proof.leaf_index, state.size, proof.leaf_hash, proof.path, state.root)
 
 
 def _pass(url: str) -> MaintenanceReport:
@@ -114,6 +140,8 @@ def test_held_events_survive_retirement_until_the_pass_after_release(url, api, o
         assert after.status_code == 200 and after.content == body  # byte for byte
     for event_id in old_month["other"]:
         assert api.get(f"{EVENTS}/{event_id}").status_code == 404
+    for event_id in old_month["held"]:
+        asyncio.run(_proves(url, event_id))  # still provable from the rows that stayed
 
     again = _pass(url)  # still held: nothing more goes
     assert again.ok and _listed(api, "held") == sorted(old_month["held"])
