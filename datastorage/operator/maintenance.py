@@ -256,12 +256,12 @@ async def _retire(
     """Retire one month under the holds lock: hold changes wait until it is done."""
     await holds.lock_for_retirement(conn)
     try:
-        held, has_held = await _step(
+        looked, has_held = await _step(
             report,
             f"look for held events in {state.name}",
             holds.month_has_held_events(conn, state.month),
         )
-        if not held:
+        if not looked:
             return False
         if has_held:
             await _keep_held_events(conn, report, state)
