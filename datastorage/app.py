@@ -30,7 +30,17 @@ from datastorage.auth.authenticator import Authenticator
 from datastorage.auth.ratelimit import limiter_from_settings
 from datastorage.auth.reviews import KubeConfigError
 from datastorage.config import ConfigError, Settings
-from datastorage.http import admin, audit, errors, health, log, notifications, workflows
+from datastorage.http import (
+    admin,
+    audit,
+    errors,
+    export,
+    health,
+    holds,
+    log,
+    notifications,
+    workflows,
+)
 from datastorage.http.authentication import Authentication
 from datastorage.http.context import AppContext
 from datastorage.http.middleware import RequestContext
@@ -101,6 +111,12 @@ ROUTES = [
     Route("/api/v1/audit/log/proof/{event_id}", log.inclusion_proof, methods=["GET"]),
     Route("/api/v1/audit/log/consistency", log.consistency_proof, methods=["GET"]),
     Route("/api/v1/audit/log/key", log.verifier_key, methods=["GET"]),
+    # Legal holds and export (§13).
+    Route("/api/v1/audit/legal-holds", holds.list_holds, methods=["GET"]),
+    Route("/api/v1/audit/legal-holds/{correlation_id}", holds.get_hold, methods=["GET"]),
+    Route("/api/v1/audit/legal-holds/{correlation_id}", holds.place_hold, methods=["PUT"]),
+    Route("/api/v1/audit/legal-holds/{correlation_id}", holds.release_hold, methods=["DELETE"]),
+    Route("/api/v1/audit/export", export.export_events, methods=["GET"]),
 ]
 
 

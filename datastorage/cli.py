@@ -1,4 +1,4 @@
-"""`datastorage` command line: serve, operator, migrate, dev, partitions, dlq, log, verify.
+"""`datastorage` command line: serve, operator, migrate, dev, partitions, dlq, log, verify, archive.
 
 A bad or missing setting prints one line naming it and exits with code 2.
 
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from datastorage.config import ConfigError, Settings, load_settings
 from datastorage.logs import setup_logging
@@ -114,11 +115,73 @@ def cmd_log(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    if bool(args.export) == bool(args.checkpoint):
+        print(
+            "datastorage verify: give --checkpoint FILE (the database) or --export FILE",
+            file=sys.stderr,
+        )
+        return 2
+    if args.export:
+        from datastorage.ledger.export_verify import verify_export_file
+
+        if len(args.key) != 1:
+            print(
+                "datastorage verify --export: give the one key the export was signed with",
+                file=sys.stderr,
+            )
+            return 2
+        return verify_export_file(args.export, args.key[0])
     from datastorage.log_admin import verify_command
 
     if args.database:
         settings = settings.replace(database_url=args.database, database_password_file=None)
     return verify_command(settings, args.key, args.checkpoint, args.grace)
+
+
+def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from datastorage.services.archive import Archive, ArchiveError
+
+    try:
+        archive = Archive(settings)
+        if args.action == "list":
+            print_table(
+                ["month", "object"], [(a.month.strftime("%Y-%m"), a.name) for a in archive.list()]
+            )
+            return 0
+        if not args.month:
+            print(
+                f"datastorage archive {args.action}: MONTH (YYYY-MM) is required", file=sys.stderr
+            )
+            return 2
+        month = dt.datetime.strptime(args.month, "%Y-%m").date()
+    except ValueError:
+        print(f"datastorage archive: {args.month!r} is not a month (YYYY-MM)", file=sys.stderr)
+        return 2
+    except ArchiveError as exc:
+        print(f"datastorage archive: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "verify":
+        key = args.key
+        if key and Path(key).is_file():
+            key = Path(key).read_text()
+        result = archive.verify(month, key)
+        for line in result.lines:
+            print(line)
+        return result.exit_code
+    from datastorage.store.connect import connect_async
+
+    async def restore() -> int:
+        async with await connect_async(settings, "datastorage-archive") as conn:
+            return await archive.restore(conn, month, settings.partition_lock_timeout)
+
+    try:
+        print(f"restored {asyncio.run(restore())} event(s) of {args.month}")
+    except ArchiveError as exc:
+        print(f"datastorage archive restore: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,14 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--origin", required=True, help="the log's name (checkpoint origin)")
     keygen.add_argument("--out", required=True, help="private key file to create (mode 0600)")
     keygen.set_defaults(func=cmd_log)
-    verify = sub.add_parser("verify", help="check the audit trail against a signed checkpoint")
+    verify = sub.add_parser(
+        "verify", help="check the audit trail (or an export) against the signed log"
+    )
     verify.add_argument(
         "--key",
         required=True,
         action="append",
         help="a pinned verifier key, or a file of it; repeat it for the keys used before a rotation",
     )
-    verify.add_argument("--checkpoint", required=True, help="a signed checkpoint file")
+    verify.add_argument("--checkpoint", help="a signed checkpoint file: verify the database")
+    verify.add_argument("--export", metavar="FILE", help="verify an NDJSON export offline instead")
     verify.add_argument("--database", help="libpq URL (default: DATASTORAGE_DATABASE_URL)")
     verify.add_argument(
         "--grace",
@@ -167,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: DATASTORAGE_LOG_UNSEQUENCED_GRACE)",
     )
     verify.set_defaults(func=cmd_verify)
+    archive = sub.add_parser("archive", help="list, verify or restore archived months")
+    archive.add_argument("action", choices=["list", "verify", "restore"])
+    archive.add_argument("month", nargs="?", help="YYYY-MM (verify, restore)")
+    archive.add_argument("--key", metavar="VKEY", help="verify: verifier key (default: the log's)")
+    archive.set_defaults(func=cmd_archive)
     return parser
 
 

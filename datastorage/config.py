@@ -332,6 +332,15 @@ class Settings:
         _non_negative_float,
         "seconds after its commit before verify reports an event that is no leaf",
     )
+    archive_url: str | None = setting(
+        None,
+        _object_store_url,
+        "where months are archived before retirement: file:///DIR or s3://BUCKET/PREFIX "
+        "(unset: retired months are dropped without an archive)",
+    )
+    export_batch_size: int = setting(
+        2000, _positive_int, "rows an export reads from its server-side cursor at a time"
+    )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -250,3 +250,9 @@ LOG_PUBLISH_FAILURES = Counter(
     "datastorage_log_publish_failures_total",
     "Rounds in which publishing checkpoints to the publish target failed (retried).",
 )
+
+# Archive before retirement (SPEC §13).
+ARCHIVE_FAILURES = Counter(
+    "datastorage_archive_failures_total",
+    "Months whose archive could not be written or verified; the month was kept.",
+)

@@ -37,6 +37,8 @@ from datastorage.schemas import SchemaValidator
 from datastorage.services.audit import AuditService
 from datastorage.services.catalog import Catalog
 from datastorage.services.durable import DurableWriter
+from datastorage.services.export import Exporter
+from datastorage.services.holds import LegalHolds
 from datastorage.services.notifications import NotificationService
 from datastorage.store import partitions
 from datastorage.store.errors import is_transient
@@ -123,6 +125,8 @@ class Runtime:
         self.catalog = Catalog(
             self.db, self.audit, validator=self.validator, spawn=self.spawn, reads=self.reads
         )
+        self.holds = LegalHolds(self.db, self.audit)
+        self.export = Exporter(settings, self.db)
         # The log (API server only): its signing key is read now, so a key that cannot be read
         # stops the start (fail closed) instead of running a server whose log is silently off.
         self.log_signer: Signer | None = None

@@ -7,6 +7,7 @@ running services. PostgreSQL is started through `datastorage.localpg`, the same 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,19 @@ class PostgresServer(localpg.LocalPostgres):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url_for(name)
+
+    @contextlib.contextmanager
+    def migrated_database(self, prefix: str) -> Iterator[str]:
+        """A migrated database of its own (unique name per xdist worker), dropped after."""
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        name = f"{prefix}_{worker}_{uuid.uuid4().hex[:8]}"
+        url = self.create_database(name)
+        run_migrations(url)
+        try:
+            yield url
+        finally:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def destroy(self) -> None:
         self.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from datastorage.http.authentication import charge_items, recorded_by
 from datastorage.http.body import decode_json, nesting_errors, read_json
 from datastorage.http.context import AppContext, accepted_response, context, json_response
 from datastorage.http.problems import Problem, validation_error
+from datastorage.http.validation import strict_query
 from datastorage.schemas import count_failure
 from datastorage.services.audit import Outcome, invalid_batch
 
@@ -99,18 +101,33 @@ def _event_data(ctx: AppContext, params: dict[str, Any], errors: dict[str, str])
     return data
 
 
-async def query_events(request: Request) -> Response:
-    ctx = context(request)
-    params = ctx.validator.parameters("queryAuditEvents", request)
-    errors: dict[str, str] = {}
+def event_filters(
+    ctx: AppContext, request: Request, extra_errors: Callable[[dict[str, Any]], dict[str, str]]
+) -> tuple[dict[str, Any], Any, dict[str, dt.datetime | None]]:
+    """The §3.2 filters of a list or export request: (parameters, event_data, time bounds), or
+    the 400 naming every failing parameter (`extra_errors` adds the caller's own checks)."""
+    params, errors = ctx.validator.parameter_values("queryAuditEvents", strict_query(request))
+    if errors:  # the schema's errors and the caller's, in one problem
+        raise validation_error({**errors, **extra_errors(params)})
+    errors = extra_errors(params)
     bounds = _time_bounds(params, errors)
     data = _event_data(ctx, params, errors)
-    if params.get("offset") is not None and params.get("cursor"):
-        errors["cursor"] = "use either offset or cursor, not both"
     if errors:
         for field in errors:
             count_failure(field, "format")
         raise validation_error(errors)
+    return params, data, bounds
+
+
+def _paging_errors(params: dict[str, Any]) -> dict[str, str]:
+    if params.get("offset") is not None and params.get("cursor"):
+        return {"cursor": "use either offset or cursor, not both"}
+    return {}
+
+
+async def query_events(request: Request) -> Response:
+    ctx = context(request)
+    params, data, bounds = event_filters(ctx, request, _paging_errors)
     query, page = await ctx.runtime.audit.query(params, event_data=data, **bounds)
     return json_response(
         {

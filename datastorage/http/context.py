@@ -49,3 +49,11 @@ def accepted_response(payload: dict[str, Any], what: str) -> Response:
     """202: the database was unavailable and `what` waits durably in the DLQ."""
     message = f"database unavailable; {what} queued durably and will be stored"
     return json_response({**payload, "status": "accepted", "message": message}, 202)
+
+
+def offset_page(rows: list[Any], limit: int, offset: int, total: int) -> Response:
+    """The `{data, pagination}` envelope of an offset-paged list."""
+    pagination = {"limit": limit, "offset": offset, "total": total}
+    return json_response(
+        {"data": rows, "pagination": {**pagination, "has_more": offset + len(rows) < total}}
+    )

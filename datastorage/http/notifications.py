@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from datastorage.http.authentication import recorded_by
 from datastorage.http.body import read_json
-from datastorage.http.context import accepted_response, context, json_response
+from datastorage.http.context import accepted_response, context, json_response, offset_page
 
 
 async def create_notification(request: Request) -> Response:
@@ -28,14 +28,4 @@ async def list_notifications(request: Request) -> Response:
     params = ctx.validator.parameters("listNotificationAudit", request)
     limit, offset = params["limit"], params["offset"]
     rows, total = await ctx.runtime.notifications.list(params, limit, offset)
-    return json_response(
-        {
-            "data": rows,
-            "pagination": {
-                "limit": limit,
-                "offset": offset,
-                "total": total,
-                "has_more": offset + len(rows) < total,
-            },
-        }
-    )
+    return offset_page(rows, limit, offset, total)

@@ -8,7 +8,14 @@ One pass, every step idempotent and UTC-based:
 3. ensure the current month and `partition_premake` months ahead (create, or re-attach);
 4. re-attach other detached month tables that are still inside the retention period;
 5. retire months older than the retention period: `DETACH ... CONCURRENTLY` (writes to other
-   months carry on), then `DROP TABLE`; in dry-run mode only say what would be retired;
+   months carry on), then `DROP TABLE`; in dry-run mode only say what would be retired. A
+   month holding events of a correlation under legal hold (SPEC §13) is not dropped: its other
+   events are deleted and the held ones stay in place, attached, served and provable as before,
+   until a pass after the release finds none held and retires the month. Each month's
+   decision and action run under the holds lock (`store.holds`), so a hold placed concurrently
+   is either seen or waits until the month is done. With `DATASTORAGE_ARCHIVE_URL` the month is
+   first archived and verified (`services.archive`); if that fails the month is kept whole,
+   `datastorage_archive_failures_total` counts it and the next pass tries again;
 6. publish the partition metrics.
 
 A failing step is reported and the pass carries on with the next one; the pass then counts as
@@ -20,6 +27,7 @@ All SQL lives in `datastorage.store.partitions`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -28,13 +36,15 @@ from dataclasses import dataclass, field
 
 from datastorage.config import Settings
 from datastorage.metrics import (
+    ARCHIVE_FAILURES,
     PARTITION_CREATED,
     PARTITION_MAINTENANCE_FAILURES,
     PARTITION_MAINTENANCE_LAST_SUCCESS,
     PARTITION_MONTHS_AHEAD,
     PARTITIONS,
 )
-from datastorage.store import partitions
+from datastorage.services.archive import Archive, ArchiveError
+from datastorage.store import export, holds, partitions
 from datastorage.store.connect import AsyncConnection, connect_async, require_session
 from datastorage.store.errors import DatabaseError, is_connection_lost
 from datastorage.store.partitions import PartitionSummary
@@ -59,6 +69,8 @@ class MaintenanceReport:
     created: list[str] = field(default_factory=list)
     reattached: list[str] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
+    kept_for_holds: list[str] = field(default_factory=list)
+    archived: list[str] = field(default_factory=list)
     would_retire: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     summary: PartitionSummary | None = None
@@ -69,7 +81,9 @@ class MaintenanceReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.finalized or self.created or self.reattached or self.retired)
+        return bool(
+            self.finalized or self.created or self.reattached or self.retired or self.kept_for_holds
+        )
 
     def lines(self) -> list[str]:
         mode = " (dry run)" if self.dry_run else ""
@@ -86,6 +100,8 @@ class MaintenanceReport:
         out += [f"created {name}" for name in self.created]
         out += [f"re-attached {name}" for name in self.reattached]
         out += [f"retired {name} (detached concurrently, dropped)" for name in self.retired]
+        out += [f"archive: {entry}" for entry in self.archived]
+        out += [f"kept {entry} under legal hold" for entry in self.kept_for_holds]
         out += [f"would retire {name} (dry run: nothing retired)" for name in self.would_retire]
         if self.lock_acquired and not (self.changed or self.would_retire or self.errors):
             out.append("nothing to do")
@@ -179,16 +195,108 @@ async def _maintain(conn: AsyncConnection, settings: Settings, report: Maintenan
         if done:
             report.reattached.append(state.name)
 
+    archive = _archive_target(settings, report)
     for state in states:
         if state.month >= report.retain_from:
             continue
         if report.dry_run:
             report.would_retire.append(state.name)
-        elif await _retire(conn, report, state, lock_timeout):
+            continue
+        if settings.archive_url:
+            archived_state = await _archive(conn, report, state, archive)
+            if archived_state is None:
+                continue  # kept whole; counted; the next pass retries
+            state = archived_state
+        if await _retire(conn, report, state, lock_timeout):
             report.retired.append(state.name)
 
 
+def _archive_target(settings: Settings, report: MaintenanceReport) -> Archive | None:
+    if not settings.archive_url:
+        return None
+    try:
+        return Archive(settings)
+    except Exception as exc:  # a bad URL or key file: nothing may be retired
+        report.errors.append(f"archive target: {exc}")
+        return None
+
+
+async def _archive(
+    conn: AsyncConnection,
+    report: MaintenanceReport,
+    state: partitions.PartitionState,
+    archive: Archive | None,
+) -> partitions.PartitionState | None:
+    """Archive and verify the month before anything of it is removed. Returns the month's state
+    after (a table an interrupted pass left detached is attached again so the export sees it),
+    or None when it could not be archived: then it is kept, counted, and retried next pass."""
+    try:
+        if archive is None:
+            raise ArchiveError("no usable archive target")
+        if not state.attached:
+            await partitions.attach_month(conn, state.month, _DETACH_LOCK_TIMEOUT)
+            state = dataclasses.replace(state, attached=True, detach_pending=False)
+        rows = await export.count_month(conn, state.name)
+        report.archived.append(await archive.ensure_archived(conn, state.month, rows))
+        return state
+    except (ArchiveError, DatabaseError) as exc:
+        if isinstance(exc, DatabaseError) and is_connection_lost(exc):
+            raise
+        ARCHIVE_FAILURES.inc()
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        report.errors.append(f"archive {state.name}: {message}; month kept")
+        log.warning("archive of %s failed, month kept: %s", state.name, message)
+        return None
+
+
 async def _retire(
+    conn: AsyncConnection,
+    report: MaintenanceReport,
+    state: partitions.PartitionState,
+    lock_timeout: float,
+) -> bool:
+    """Retire one month under the holds lock: hold changes wait until it is done."""
+    await holds.lock_for_retirement(conn)
+    try:
+        looked, has_held = await _step(
+            report,
+            f"look for held events in {state.name}",
+            holds.month_has_held_events(conn, state.month),
+        )
+        if not looked:
+            return False
+        if has_held:
+            await _keep_held_events(conn, report, state)
+            return False
+        return await _detach_and_drop(conn, report, state, lock_timeout)
+    finally:
+        if not conn.closed:
+            await holds.unlock_after_retirement(conn)
+
+
+async def _keep_held_events(
+    conn: AsyncConnection, report: MaintenanceReport, state: partitions.PartitionState
+) -> None:
+    """Delete the month's events that are not held; the held ones stay where they are. A table
+    left detached by an interrupted pass is attached again first so its held events are served."""
+    if not state.attached:
+        attached, _ = await _step(
+            report,
+            f"re-attach {state.name} (it holds held events)",
+            partitions.attach_month(conn, state.month, _DETACH_LOCK_TIMEOUT),
+        )
+        if not attached:
+            return
+    done, deleted = await _step(
+        report,
+        f"delete unheld events of {state.name}",
+        holds.delete_unheld_events(conn, state.month),
+    )
+    if done:
+        report.kept_for_holds.append(f"{state.name} ({deleted} unheld events deleted)")
+
+
+async def _detach_and_drop(
     conn: AsyncConnection,
     report: MaintenanceReport,
     state: partitions.PartitionState,

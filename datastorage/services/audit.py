@@ -34,7 +34,7 @@ from datastorage.metrics import AUDIT_LAG, AUDIT_TRACES, UNKNOWN_EVENT_TYPES
 from datastorage.schemas import count_failure
 from datastorage.services.durable import AUDIT_KIND, DurableWriter, Queued, partition_created
 from datastorage.services.group_commit import GroupCommitter
-from datastorage.store import audit_queries, audit_writes, cursors
+from datastorage.store import audit_queries, audit_writes, cursors, partitions
 from datastorage.store.errors import Conflict
 from datastorage.store.pool import Database
 from datastorage.store.replica import ReadRouter
@@ -269,6 +269,17 @@ class AuditService:
             for event in group:
                 stamp = dt.datetime.fromisoformat(event["event_timestamp"])
                 lag.observe(max((now - stamp).total_seconds(), 0.0))
+
+    async def record_in(self, conn: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """Store a self-audit event (a body this service builds) in the caller's transaction,
+        so it commits with the change it records. The month is ensured first: a failed insert
+        would abort the caller's transaction, so the write path's create-and-retry cannot run."""
+        event = self.event_from(body)
+        month = partitions.month_of(dt.date.fromisoformat(event["event_date"]))
+        lock_timeout = self.settings.partition_lock_timeout
+        await partitions.ensure_month(conn, month, lock_timeout)
+        await audit_writes.insert_event(conn, event, client_id=False, lock_timeout=lock_timeout)
+        return event
 
     # -- reads --------------------------------------------------------------------------------
 

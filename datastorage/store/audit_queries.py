@@ -64,7 +64,7 @@ class EventPage:
     next_cursor: str | None
 
 
-def _where(query: EventQuery) -> tuple[sql.Composable, list[Any]]:
+def filter_clause(query: EventQuery) -> tuple[sql.Composable, list[Any]]:
     clauses: list[sql.Composable] = []
     params: list[Any] = []
     for name in EQUALITY_FILTERS:
@@ -94,7 +94,7 @@ GIN_FIRST_MAX_MATCHES = 5000
 
 async def query_events(conn: AsyncConnection, query: EventQuery) -> EventPage:
     """One page plus a capped total, both read in the same snapshot."""
-    where, params = _where(query)
+    where, params = filter_clause(query)
     page_where, page_params = where, list(params)
     if query.cursor:
         timestamp, event_id = decode_cursor(query.cursor, query.descending)

@@ -102,19 +102,11 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def tree_cpu_seconds(root_pid: int) -> float:
-    """CPU seconds of `root_pid` and all its live descendants (including what they reaped)."""
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
+def _descendants(root_pid: int) -> set[int]:
+    parents = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields is None:
-            continue
-        # fields[1] = ppid; [11..14] = utime, stime, cutime, cstime (stat fields 14..17)
-        parents[int(entry)] = int(fields[1])
-        cpu[int(entry)] = sum(int(v) for v in fields[11:15]) / TICKS
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
+            parents[int(entry)] = int(fields[1])
     members = {root_pid}
     changed = True
     while changed:
@@ -123,7 +115,32 @@ def tree_cpu_seconds(root_pid: int) -> float:
             if ppid in members and pid not in members:
                 members.add(pid)
                 changed = True
-    return sum(cpu.get(pid, 0.0) for pid in members)
+    return members
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Resident memory of `root_pid` and its live descendants."""
+    total = 0
+    for pid in _descendants(root_pid):
+        try:
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """CPU seconds of `root_pid` and all its live descendants (including what they reaped)."""
+    total = 0.0
+    for pid in _descendants(root_pid):
+        fields = _stat_fields(pid)
+        if fields is not None:
+            # [11..14] = utime, stime, cutime, cstime (stat fields 14..17)
+            total += sum(int(v) for v in fields[11:15]) / TICKS
+    return total
 
 
 def machine_cpu() -> tuple[float, float]:

@@ -8,7 +8,9 @@ so its client CPU is measured apart from the harness, like the HTTP load generat
   or by a total row count — the baseline of batch POSTs and of DLQ replay. Binary COPY by
   default (the cheapest path for both sides), `text` on request;
 - `query`: named SQL cases run one at a time, each run inside a REPEATABLE READ READ ONLY
-  transaction like the service's reads — the baseline of the query scenarios.
+  transaction like the service's reads — the baseline of the query scenarios;
+- `copy_out`: `COPY (SELECT ...) TO STDOUT` of every event in export order, bytes counted and
+  dropped — the baseline of the export scenario.
 
 Rows are `payload.stored_row(...)`: the same columns and values the service stores.
 """
@@ -192,7 +194,29 @@ async def _run_statements(conn, statements, params) -> int:
     return rows
 
 
-MODES = {"insert": insert_per_commit, "copy": copy_batches, "query": run_queries}
+async def copy_out(spec: dict[str, Any]) -> dict[str, Any]:
+    """Every event, in the export's order, through COPY ... TO STDOUT (text)."""
+    conn = await _connect(spec["url"])
+    statement = sql.SQL(
+        "COPY (SELECT {} FROM audit_events ORDER BY event_timestamp, event_id) TO STDOUT"
+    ).format(sql.SQL(", ").join(sql.Identifier(c) for c in [*COLUMNS, "created_at"]))
+    size = rows = 0
+    started = time.monotonic()
+    async with conn.cursor().copy(statement) as copy:
+        async for data in copy:
+            size += len(data)
+            rows += bytes(data).count(b"\n")
+    seconds = time.monotonic() - started
+    await conn.close()
+    return {"rows": rows, "bytes": size, "seconds": seconds, "rate": rows / seconds}
+
+
+MODES = {
+    "insert": insert_per_commit,
+    "copy": copy_batches,
+    "query": run_queries,
+    "copy_out": copy_out,
+}
 
 
 def main(argv: list[str]) -> int:

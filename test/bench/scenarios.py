@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402
 import seed  # noqa: E402
 from payload import COLUMNS  # noqa: E402
-from procs import CpuWindow, run_child  # noqa: E402
+from procs import CpuWindow, run_child, tree_rss_bytes  # noqa: E402
 from report import Row, latency_ratio, latency_summary  # noqa: E402
 from stack import BENCH_TOKEN, Stack  # noqa: E402
 
@@ -920,7 +920,65 @@ def workflow_search(bench: Bench) -> list[Row]:
     return [row]
 
 
-SCENARIOS = {1: single_event, 2: batch, 3: dlq_replay, 4: queries, 5: workflow_search}
+# ---- 7. streaming export ---------------------------------------------------------------------
+
+EXPORT_PATH = "/api/v1/audit/export"
+
+
+def export(bench: Bench) -> list[Row]:
+    """Every seeded event as NDJSON through one server process, against COPY ... TO STDOUT of
+    the same rows in the same order; the server's memory growth is sampled while it streams."""
+    opts = bench.options
+    bench.stack.reset_events()
+    correlations = min(opts.correlations, max(opts.rows // 20, 1))
+    bench.progress(f"[7] seeding {opts.rows:,} events")
+    seed.seed_events(bench.stack.connect, opts.rows, correlations, progress=bench.progress)
+    process = bench.stack.start_server("hypercorn", 1)
+    try:
+        baseline = peak = tree_rss_bytes(process.proc.pid)
+        lines = size = 0
+        started = time.monotonic()
+        with httpx.stream("GET", process.url + EXPORT_PATH, timeout=600) as response:
+            for chunk in response.iter_raw(1 << 20):
+                size += len(chunk)
+                lines += chunk.count(b"\n")
+                peak = max(peak, tree_rss_bytes(process.proc.pid))
+        seconds = time.monotonic() - started
+    finally:
+        bench.stack.stop_server(process)
+    bench.progress("[7] raw: COPY ... TO STDOUT of the same rows")
+    raw = bench.raw("copy_out", {}, timeout=1200)
+    events = lines - 1  # the manifest line
+    size_label = f"{opts.rows / 1e6:g}M" if opts.rows >= 1e6 else f"{opts.rows // 1000}k"
+    growth = (peak - baseline) / 2**20
+    return [
+        Row(
+            f"7. export ndjson @{size_label}",
+            "throughput",
+            "events/s",
+            rate=events / seconds,
+            raw_rate=raw["rate"],
+            notes=[f"server RSS +{growth:.0f} MiB (peak)", f"{size / 2**20:.0f} MiB streamed"],
+            details={
+                "events": events,
+                "bytes": size,
+                "seconds": seconds,
+                "raw": raw,
+                "rss_baseline": baseline,
+                "rss_peak": peak,
+            },  # fmt: skip
+        )
+    ]
+
+
+SCENARIOS = {
+    1: single_event,
+    2: batch,
+    3: dlq_replay,
+    4: queries,
+    5: workflow_search,
+    7: export,
+}
 
 
 def _tamper_evident_log(bench: Bench) -> list[Row]:

@@ -108,6 +108,12 @@ CASES: dict[str, tuple[str, list[dict], list[dict], dict[str, str]]] = {
         [_series("datastorage_partition_maintenance_failures_total", "", "0x60")],
         {},
     ),
+    "DataStorageArchiveFailing": (
+        "40m",
+        [_series("datastorage_archive_failures_total", "", "0x30 1x30")],
+        [_series("datastorage_archive_failures_total", "", "0x60")],
+        {},
+    ),
     "DataStoragePartitionMaintenanceStale": (
         "4h",
         [_series("datastorage_partition_maintenance_last_success_timestamp_seconds", "", "0x300")],

@@ -416,6 +416,30 @@ def _search_cases() -> dict[str, Bad]:
     }  # fmt: skip
 
 
+HOLDS = "/api/v1/audit/legal-holds"
+HOLD = HOLDS + "/{correlation_id}"  # the template itself: a valid correlation id
+EXPORT = "/api/v1/audit/export"
+
+
+def _compliance_cases() -> dict[str, Bad]:
+    return {
+        "hold-reason-missing": Bad("PUT", HOLD, "reason", json={"case_id": "C-1"}),
+        "hold-reason-empty": Bad("PUT", HOLD, "reason", json={"reason": ""}),
+        "hold-reason-1001": Bad("PUT", HOLD, "reason", json={"reason": "r" * 1001}),
+        "hold-reason-nul": Bad("PUT", HOLD, "reason", json={"reason": "a\x00"}),
+        "hold-case_id-256": Bad("PUT", HOLD, "case_id", json={"reason": "r", "case_id": "c" * 256}),
+        "hold-case_id-number": Bad("PUT", HOLD, "case_id", json={"reason": "r", "case_id": 7}),
+        "hold-body-array": Bad("PUT", HOLD, "body", json=[{"reason": "r"}]),
+        "hold-correlation-256": Bad("PUT", HOLDS + "/" + "c" * 256, "correlation_id", json={"reason": "r"}),
+        "hold-content-type-text": Bad("PUT", HOLD, None, raw=b'{"reason": "r"}', headers={"Content-Type": "text/plain"}, status=415, slug="unsupported-media-type"),
+        "release-reason-empty": Bad("DELETE", HOLD, "reason", params={"reason": ""}),
+        "query-holds-limit-0": get(HOLDS, "limit", limit="0"),
+        "query-holds-offset-negative": get(HOLDS, "offset", offset="-1"),
+        "query-export-format-unknown": get(EXPORT, "format", format="xml"),
+        "query-export-since-garbage": get(EXPORT, "since", since="yesterday"),
+    }  # fmt: skip
+
+
 def _query_cases() -> dict[str, Bad]:
     cases = {
         "query-events-category-unknown": get(EVENTS, "event_category", event_category="Gateway"),
@@ -487,6 +511,7 @@ INVALID: dict[str, Bad] = {
     **_patch_cases(),
     **_search_cases(),
     **_query_cases(),
+    **_compliance_cases(),
 }
 
 

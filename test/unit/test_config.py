@@ -37,7 +37,7 @@ def test_every_setting_is_read_from_its_environment_variable():
             raw = "console"
         elif setting.field == "server":
             raw = "uvicorn"
-        elif setting.field == "log_publish_url":
+        elif setting.field in ("log_publish_url", "archive_url"):
             raw = "file:///some/dir"
         elif setting.field == "auth":
             raw = "kubernetes"
@@ -71,6 +71,7 @@ def test_every_setting_is_read_from_its_environment_variable():
         ({"DATASTORAGE_DATABASE_URL": "mysql://x"}, "DATASTORAGE_DATABASE_URL"),
         ({"DATASTORAGE_DB_POOL_MIN": "30"}, "DATASTORAGE_DB_POOL_MIN"),
         ({"DATASTORAGE_SHUTDOWN_DELAY": "-1"}, "DATASTORAGE_SHUTDOWN_DELAY"),
+        ({"DATASTORAGE_ARCHIVE_URL": "ftp://x/y"}, "DATASTORAGE_ARCHIVE_URL"),
     ],
 )
 def test_bad_setting_names_the_variable(env, named):
