@@ -20,8 +20,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from datastorage.config import Settings
-from datastorage.ledger.keyfile import keygen, load_signer
+from datastorage.config import ConfigError, Settings
+from datastorage.ledger.keyfile import KeyFileError, keygen, load_signer
 from datastorage.localpg import LocalPostgres, system_bin_dir
 from datastorage.logs import setup_logging
 from datastorage.operator.maintenance import maintenance_loop
@@ -87,7 +87,10 @@ def _dev_signing_key(settings: Settings, data_dir: Path) -> tuple[str, str]:
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
             keygen(settings.log_origin or DEV_LOG_ORIGIN, path)
-    return str(path), str(load_signer(path).verifier)
+    try:
+        return str(path), str(load_signer(path).verifier)
+    except KeyFileError as exc:
+        raise ConfigError(f"DATASTORAGE_LOG_SIGNING_KEY_FILE: {exc}") from exc
 
 
 def run_dev(settings: Settings) -> int:

@@ -23,7 +23,7 @@ not also break the root); a leaf hash changed to match an edited row breaks the 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,12 +53,21 @@ class Finding:
 class TreeAudit:
     """Feed the leaves in index order (`leaf`), then call `finish`."""
 
-    def __init__(self, size: int, root: bytes, other_roots: Mapping[int, bytes] | None = None):
+    def __init__(
+        self,
+        size: int,
+        root: bytes,
+        other_roots: Mapping[int, bytes] | Iterable[tuple[int, bytes]] | None = None,
+    ):
+        """`other_roots`: the stored checkpoints (tree size -> root), or (size, root) pairs in
+        ascending size, consumed as the tree reaches each size (constant memory)."""
         self.size = size
         self.root = root
-        self.other_roots = dict(other_roots or {})  # stored checkpoints: tree size -> root
+        if isinstance(other_roots, Mapping):
+            other_roots = sorted(other_roots.items())
+        self._others: Iterator[tuple[int, bytes]] = iter(other_roots or ())
+        self._next_other = next(self._others, None)
         self._appended = merkle.append_leaves(0, [], [])
-        self._roots_seen: dict[int, bytes] = {}
         self._pair: list[tuple[str, bytes]] = []  # the current level-1 pair (event id, hash)
         self.findings: list[Finding] = []
 
@@ -88,8 +97,13 @@ class TreeAudit:
             self._appended.size, self._appended.frontier, [stored_hash]
         )
         size = self._appended.size
-        if size in self.other_roots:
-            self._roots_seen[size] = self._appended.root
+        while self._next_other is not None and self._next_other[0] <= size:
+            other_size, other_root = self._next_other
+            if other_size == size and other_root != self._appended.root:
+                self.findings.append(
+                    Finding("root-mismatch", None, None, f"stored checkpoint tree_size={size}")
+                )
+            self._next_other = next(self._others, None)
         self._pair.append((event_id, stored_hash))
         if len(self._pair) == 2:
             (left_id, left), (right_id, right) = self._pair
@@ -114,11 +128,6 @@ class TreeAudit:
             self.findings.append(
                 Finding("root-mismatch", None, None, f"tree_size={self.size} checkpoint root")
             )
-        for size, root in sorted(self.other_roots.items()):
-            if size <= self._appended.size and self._roots_seen.get(size) != root:
-                self.findings.append(
-                    Finding("root-mismatch", None, None, f"stored checkpoint tree_size={size}")
-                )
         return self.findings
 
 
@@ -128,8 +137,18 @@ def stored_checkpoint_roots(
     """Roots of the checkpoints the database keeps (size, signed note), for `TreeAudit`; one
     whose signature (by one of `verifiers`: the current and any retired keys), origin or size
     does not hold is a `root-mismatch` finding."""
-    roots: dict[int, bytes] = {}
-    findings = []
+    findings: list[Finding] = []
+    return dict(checked_roots(stored, verifiers, origin, findings)), findings
+
+
+def checked_roots(
+    stored: Iterable[tuple[int, str]],
+    verifiers: Sequence[note.Verifier],
+    origin: str,
+    findings: list[Finding],
+) -> Iterator[tuple[int, bytes]]:
+    """`stored_checkpoint_roots` as a stream: (size, root) of each stored checkpoint that holds,
+    in the order given; each one that does not is added to `findings`."""
     for size, signed in stored:
         try:
             parsed = checkpoint.parse(note.verify(signed.encode(), *verifiers))
@@ -140,8 +159,7 @@ def stored_checkpoint_roots(
                 Finding("root-mismatch", None, None, f"stored checkpoint tree_size={size}: {exc}")
             )
             continue
-        roots[size] = parsed.root
-    return roots, findings
+        yield size, parsed.root
 
 
 def unsequenced(

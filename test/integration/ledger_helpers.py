@@ -4,6 +4,7 @@ stored tree."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -83,14 +84,31 @@ def fresh_log_database(pg_server) -> str:
 
 
 async def grow_and_sign(url: str, signer: note.Signer, events: list[dict]) -> None:
-    """Store events (queued for the log), sequence everything pending, sign a checkpoint."""
+    """Store events (queued for the log), sequence everything pending and sign a checkpoint of
+    the whole tree. A server's own background sequencer and signer may do part of it at the same
+    time (they take the same locks): this waits until the checkpoint covers the whole tree."""
     from datastorage.ledger.sequencer import sequence_once
     from datastorage.ledger.signer import CheckpointSigner, Outcome
 
     connect = connection_source(url)
+    checkpoints = CheckpointSigner(connect, signer)
+    deadline = asyncio.get_running_loop().time() + 30
     async with connect() as conn:
         if events:
             await store_events(conn, events)
-        while (await sequence_once(conn, batch_size=1000)).appended:
-            pass
-    assert await CheckpointSigner(connect, signer).sign_once() == Outcome.SIGNED
+        while True:
+            await sequence_once(conn, batch_size=1000)
+            cur = await conn.execute("SELECT count(*) FROM log_pending")
+            pending = (await cur.fetchone())[0]
+            size = (await store.tree_state(conn)).size
+            latest = await store.latest_checkpoint(conn)
+            if not pending and latest is not None and latest.size == size:
+                return
+            if not pending:
+                assert await checkpoints.sign_once() in (
+                    Outcome.SIGNED,
+                    Outcome.UNCHANGED,
+                    Outcome.BUSY,
+                )
+            assert asyncio.get_running_loop().time() < deadline, "the log did not catch up"
+            await asyncio.sleep(0.05 if pending else 0)

@@ -119,3 +119,19 @@ def test_a_replaced_stored_checkpoint_is_reported():
     forged = note.sign(lie, note.generate_signer(ORIGIN)).decode()  # another key, same name
     roots, findings = stored_checkpoint_roots([(6, forged)], [key.verifier], ORIGIN)
     assert roots == {} and [f.kind for f in findings] == ["root-mismatch"]
+
+
+def test_stored_roots_can_be_streamed_in_ascending_size():
+    """verify streams the stored checkpoints beside the leaves instead of loading them all."""
+    good = {size: merkle.root_from_leaves(HASHES[:size]) for size in (2, 5, 9)}
+    consumed = []
+
+    def stream(roots):
+        for pair in sorted(roots.items()):
+            consumed.append(pair[0])
+            yield pair
+
+    assert _audit(_leaves(), ROWS, other_roots=stream(good)) == []
+    assert consumed == [2, 5, 9]
+    bad = {**good, 5: merkle.root_from_leaves(HASHES[:4] + HASHES[:1])}
+    assert _audit(_leaves(), ROWS, other_roots=stream(bad)) == [("root-mismatch", None, None)]
