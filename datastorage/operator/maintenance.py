@@ -45,7 +45,12 @@ from datastorage.metrics import (
 )
 from datastorage.services.archive import Archive, ArchiveError
 from datastorage.store import export, holds, partitions
-from datastorage.store.connect import AsyncConnection, connect_async, require_session
+from datastorage.store.connect import (
+    AsyncConnection,
+    SessionRequired,
+    connect_async,
+    require_session,
+)
 from datastorage.store.errors import DatabaseError, is_connection_lost
 from datastorage.store.partitions import PartitionSummary
 
@@ -381,6 +386,9 @@ async def maintenance_loop(
             report = await run_pass(settings, dry_run=settings.partition_dry_run)
         except DatabaseError as exc:
             log.error("partition maintenance failed: database unreachable: %s", exc)
+        except SessionRequired as exc:  # misconfigured: counted and said at every pass
+            PARTITION_MAINTENANCE_FAILURES.inc()
+            log.error("partition maintenance cannot run: %s", exc)
         except Exception:  # a bug must not kill the loop of a long-running sidecar
             log.exception("partition maintenance failed")
         else:

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection, Connection
 
-from datastorage.config import Settings
+from datastorage.config import ConfigError, Settings
 
 __all__ = [
     "AsyncConnection",
@@ -40,8 +40,9 @@ __all__ = [
 SET_UTC = "SET TimeZone TO 'UTC'"
 
 
-class SessionRequired(RuntimeError):
-    """Work that needs a database session was asked to run through a transaction pooler."""
+class SessionRequired(ConfigError):
+    """Work that needs a database session was asked to run through a transaction pooler (a
+    configuration error: the CLI exits 2 with its message)."""
 
 
 def transaction_pooled(settings: Settings) -> bool:

@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--workflows", type=int, help="catalogued workflows for the search scenario (10,000)")
     add("--searches", type=int, help="searches timed (1,000)")
     add("--raw-copy-format", choices=("binary", "text"), help="raw COPY format (binary)")
+    add(
+        "--through-pgbouncer",
+        action="store_true",
+        help="servers reach PostgreSQL through PgBouncer in transaction mode (baselines stay direct)",
+    )
     add("--output", type=Path, help="JSON file (default test/bench/results/bench-<ts>.json)")
     return parser
 
@@ -127,6 +132,7 @@ def options_from(args: argparse.Namespace) -> Options:
         if value is not None:
             values[name] = value
     values["client"] = args.client
+    values["through_pgbouncer"] = args.through_pgbouncer
     return Options(**values)
 
 
@@ -228,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--client wrk: wrk is not installed (apt-get install wrk)")
         progress("starting PostgreSQL (fsync on, synchronous_commit on) and migrating")
         stack.start_postgres()
+        if options.through_pgbouncer:
+            progress("starting PgBouncer (transaction mode) in front of it")
+            stack.route_through_pgbouncer()
         machine = machine_info(stack, options)
         for number in options.scenarios:
             bench = Bench(stack, options, log_dir, progress)

@@ -58,6 +58,7 @@ class Options:
     batch_concurrency: int = 2
     batch_size: int = 1000
     log_leaves: int = 1_000_000
+    through_pgbouncer: bool = False
 
 
 @dataclass
@@ -68,7 +69,8 @@ class Bench:
     progress: Any = print
 
     def server_label(self, server: str) -> str:
-        return f"{server}, workers={self.options.workers or default_workers()}"
+        via = ", via PgBouncer" if self.options.through_pgbouncer else ""
+        return f"{server}, workers={self.options.workers or default_workers()}{via}"
 
     def raw(self, mode: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
         """A raw baseline in its own process, with PostgreSQL's CPU over the same window."""

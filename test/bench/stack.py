@@ -34,6 +34,7 @@ class Stack:
         self.log_dir = log_dir
         self.pg: support.PostgresServer | None = None
         self.redis: support.RedisServer | None = None
+        self.pgbouncer: support.PgBouncerServer | None = None
         self.database_url = ""
         self._servers: list[support.ServerProcess] = []
         self.auth_api: KubeApiStandin | None = None
@@ -90,6 +91,12 @@ class Stack:
         with self.connect() as conn:
             return {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in names}
 
+    def route_through_pgbouncer(self) -> None:
+        """Servers started from now on reach PostgreSQL through PgBouncer in transaction mode
+        (as many server connections as the raw baselines use); the baselines stay direct."""
+        assert self.pg is not None
+        self.pgbouncer = support.PgBouncerServer(self.pg, pool_size=25)
+
     # -- Redis -----------------------------------------------------------------------------
 
     def start_redis(self) -> support.RedisServer:
@@ -122,9 +129,13 @@ class Stack:
         # Always explicit: support.ServerProcess pins the tests' servers to one process, and
         # the bench measures the server's own default (one worker per CPU) unless told.
         args = ["--server", server, "--workers", str(workers or load_settings().workers)]
-        process = support.ServerProcess(
-            {"DATASTORAGE_DATABASE_URL": self.database_url, **env}, self.log_dir, tuple(args)
-        )
+        database = {"DATASTORAGE_DATABASE_URL": self.database_url}
+        if self.pgbouncer is not None:
+            database = {
+                "DATASTORAGE_DATABASE_URL": self.pgbouncer.url_for(BENCH_DATABASE),
+                "DATASTORAGE_DATABASE_POOLER": "pgbouncer",
+            }
+        process = support.ServerProcess({**database, **env}, self.log_dir, tuple(args))
         self._servers.append(process)
         _wait_ready(process.url)
         return process
@@ -149,6 +160,10 @@ class Stack:
             with contextlib.suppress(Exception):
                 self.redis.destroy()
             self.redis = None
+        if self.pgbouncer is not None:
+            with contextlib.suppress(Exception):
+                self.pgbouncer.destroy()
+            self.pgbouncer = None
         if self.pg is not None:
             with contextlib.suppress(Exception):
                 self.pg.destroy()

@@ -39,8 +39,8 @@ NOTIFICATIONS = "/api/v1/audit/notifications"
 READS = "datastorage_db_reads_total"
 MAX_LAG = 1.0  # seconds: short, so the tests see the bound crossed quickly
 
-# Every test here starts servers of its own: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("scaling")
+# The replica tests share one primary, replica and server: keep them on one xdist worker.
+on_the_replica_stack = pytest.mark.xdist_group("replica-stack")
 
 
 # ---- a primary with a streaming replica, and a server reading from it -----------------------
@@ -120,6 +120,7 @@ def _post(api: httpx.Client, event: dict) -> str:
     return response.json()["event_id"]
 
 
+@on_the_replica_stack
 def test_lists_are_answered_by_the_replica_by_its_own_statistics(stack):
     correlation = f"corr-{uuid.uuid4()}"
     for _ in range(3):
@@ -156,6 +157,7 @@ def test_lists_are_answered_by_the_replica_by_its_own_statistics(stack):
     assert stack.reads("replica") >= replica_reads + 2 * queries
 
 
+@on_the_replica_stack
 def test_get_of_a_just_written_event_is_always_200(stack):
     stack.wait_until_replica_used()
     for _ in range(30):
@@ -165,6 +167,7 @@ def test_get_of_a_just_written_event_is_always_200(stack):
         assert response.json()["event_id"] == event_id
 
 
+@on_the_replica_stack
 def test_paused_replay_past_the_bound_reads_the_primary(stack):
     stack.wait_until_replica_used()
     stack.replica.pause_replay()
@@ -194,6 +197,7 @@ def test_paused_replay_past_the_bound_reads_the_primary(stack):
     stack.wait_until_replica_used()
 
 
+@on_the_replica_stack
 def test_stopped_replica_costs_clients_nothing(stack):
     stack.wait_until_replica_used()
     correlation = f"corr-{uuid.uuid4()}"
