@@ -213,7 +213,7 @@ def test_writes_queued_while_postgresql_is_down_keep_recorded_by_when_replayed(
                 headers=bearer(OTHER_TOKEN),
             ).json()["data"]
             assert [n["recorded_by"] for n in notes] == [OTHER]
-            assert note.json()["id"] == notes[0]["id"]
+            assert note.json()["notification_id"] == notes[0]["notification_id"]
     finally:
         server.stop()
     logged = server.log_path.read_text()

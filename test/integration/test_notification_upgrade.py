@@ -97,7 +97,7 @@ def test_upgrade_keeps_rows_and_replays_records_the_previous_version_queued(
     not_stored = previous_record(delivery_status="250 OK")
     asyncio.run(queue_previous(queue_url, [stored[1], not_stored]))
 
-    assert migrate(url, premake=1) == ["007_notification_int_ids.sql"]
+    assert migrate(url, premake=1)[0] == "007_notification_int_ids.sql"  # and any later ones
     oldest_first = stored[::-1]
     assert rows(url) == [
         {
