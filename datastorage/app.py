@@ -106,12 +106,12 @@ ROUTES = [
     Route("/metrics", health.metrics, methods=["GET"]),
     Route("/openapi.json", openapi_json_endpoint, methods=["GET"]),
     Route("/openapi.yaml", openapi_yaml_endpoint, methods=["GET"]),
-    # Tamper-evident log (§12).
+    # Tamper-evident log (docs/tamper-evident-log.md).
     Route("/api/v1/audit/log/checkpoint", log.checkpoint, methods=["GET"]),
     Route("/api/v1/audit/log/proof/{event_id}", log.inclusion_proof, methods=["GET"]),
     Route("/api/v1/audit/log/consistency", log.consistency_proof, methods=["GET"]),
     Route("/api/v1/audit/log/key", log.verifier_key, methods=["GET"]),
-    # Legal holds and export (§13).
+    # Legal holds and export (docs/compliance.md).
     Route("/api/v1/audit/legal-holds", holds.list_holds, methods=["GET"]),
     Route("/api/v1/audit/legal-holds/{correlation_id}", holds.get_hold, methods=["GET"]),
     Route("/api/v1/audit/legal-holds/{correlation_id}", holds.place_hold, methods=["PUT"]),

@@ -1,9 +1,9 @@
-"""Every Prometheus metric of the service, in one place (SPEC §8).
+"""Every Prometheus metric of the service, in one place (docs/operations.md).
 
 The API server exposes the audit, HTTP, pool and DLQ families; the operator exposes partition
 maintenance and reconcile metrics on its own port.
 
-Whole-server values (SPEC §14): when `serve` runs several worker processes, the supervisor
+Whole-server values (docs/operations.md): when `serve` runs several worker processes, the supervisor
 (`datastorage.server`) points prometheus_client's multiprocess mode at a shared directory
 before the workers start, so every metric below is backed by a per-process file there and
 `exposition()` merges the files of all workers, live and dead: counters and histograms are
@@ -190,7 +190,7 @@ def worker_died(pid: int, directory: str) -> None:
     mark_process_dead(pid, directory)
 
 
-# Authentication, authorization, per-caller limits (SPEC §11). No label ever carries a token
+# Authentication, authorization, per-caller limits (docs/auth.md). No label ever carries a token
 # or a username: label values are fixed words.
 AUTH_REQUESTS = Counter(
     "datastorage_auth_requests_total",
@@ -213,7 +213,7 @@ RATE_LIMITED = Counter(
     "datastorage_rate_limited_total", "Write requests refused with 429 by the per-caller limit."
 )
 
-# Read routing (SPEC §16): where queries and lists ran.
+# Read routing (docs/scaling.md): where queries and lists ran.
 DB_READS = Counter(
     "datastorage_db_reads_total",
     "Queries and lists by the server that answered them (replica|primary).",
@@ -225,7 +225,7 @@ REPLICA_LAG = Gauge(
     multiprocess_mode="max",
 )
 
-# The tamper-evident log (SPEC §12). Every process that has the log configured samples the
+# The tamper-evident log (docs/tamper-evident-log.md). Every process that has the log configured samples the
 # same database state every few seconds: the latest sample of a living process is the value.
 LOG_TREE_SIZE = Gauge(
     "datastorage_log_tree_size",
@@ -251,7 +251,7 @@ LOG_PUBLISH_FAILURES = Counter(
     "Rounds in which publishing checkpoints to the publish target failed (retried).",
 )
 
-# Archive before retirement (SPEC §13).
+# Archive before retirement (docs/compliance.md).
 ARCHIVE_FAILURES = Counter(
     "datastorage_archive_failures_total",
     "Months whose archive could not be written or verified; the month was kept.",

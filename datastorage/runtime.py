@@ -98,7 +98,7 @@ class Runtime:
         self.db = Database(
             settings, application_name=application_name, on_recovered=self._database_recovered
         )
-        # Queries and lists may read a streaming replica (SPEC §16); writes never do.
+        # Queries and lists may read a streaming replica (docs/scaling.md); writes never do.
         replica_url = settings.read_database_url()
         self.replica_db: Database | None = None
         if replica_url:

@@ -1,4 +1,4 @@
-"""Running the app under an ASGI server with the graceful shutdown of SPEC §7.
+"""Running the app under an ASGI server with the graceful shutdown of docs/operations.md.
 
 SIGTERM/SIGINT: readiness turns 503 at once; after `shutdown_delay` the listener closes and
 in-flight requests get `shutdown_timeout` to finish; the lifespan then always stops the drain

@@ -14,7 +14,7 @@ import pytest
 from support import PgBouncerServer, PostgresServer, RedisServer, ServerProcess, run_migrations
 
 # The routes from the API server to this worker's PostgreSQL a test can ask for: modules
-# marked `pgbouncer_too` run their `api` tests over both (SPEC §16: the service works through
+# marked `pgbouncer_too` run their `api` tests over both (docs/scaling.md: the service works through
 # PgBouncer in transaction mode).
 DATABASE_ROUTES = ("direct", "pgbouncer")
 

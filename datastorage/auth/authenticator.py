@@ -1,4 +1,4 @@
-"""The façade the HTTP layer calls: who is this token, and may they do this (SPEC §11).
+"""The façade the HTTP layer calls: who is this token, and may they do this (docs/auth.md).
 
 `authenticate(token) -> Identity` and `authorize(identity, method, route_template) -> Decision`
 raise the domain errors `Unauthenticated`, `Forbidden` and `AuthUnavailable`; turning them into

@@ -1,4 +1,4 @@
-"""Per-process caches of review results: TTL + LRU + single-flight (SPEC §11).
+"""Per-process caches of review results: TTL + LRU + single-flight (docs/auth.md).
 
 One `ReviewCache` holds one kind of review (token or access). A lookup that misses starts the
 review in its own task; identical lookups arriving while it runs wait for that same task

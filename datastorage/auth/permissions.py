@@ -1,12 +1,12 @@
-"""THE route -> Kubernetes permission table (SPEC §11), the open paths, and route matching.
+"""THE route -> Kubernetes permission table (docs/auth.md), the open paths, and route matching.
 
 Routes are named by HTTP method and path template as Starlette serves them (and as the OpenAPI
 document spells them): `("POST", "/api/v1/audit/events")`. Path parameter names do not matter
 (`{event_id}` and `{event_id:event_id}` are the same template), so a renamed parameter cannot
-silently drop a route out of the table. Routes of §12/§13 that are not served yet are listed so
+silently drop a route out of the table. Routes of docs/tamper-evident-log.md that are not served yet are listed so
 that they are protected the day they appear.
 
-Write routes are *metered*: they spend from the caller's rate budget (§11), one unit per
+Write routes are *metered*: they spend from the caller's rate budget (docs/auth.md), one unit per
 request, or one per item for the batch route, whose cost is known only after its body is read.
 """
 
@@ -57,17 +57,17 @@ _AUDIT = "/api/v1/audit"
 _WORKFLOWS = "/api/v1/workflows"
 
 PERMISSIONS: dict[tuple[str, str], Permission] = {
-    # Audit events (§3.2) and export (§13).
+    # Audit events (docs/api.md) and export (docs/compliance.md).
     ("POST", f"{_AUDIT}/events"): _p("create", "auditevents", metering=Metering.REQUEST),
     ("POST", f"{_AUDIT}/events/batch"): _p("create", "auditevents", metering=Metering.ITEMS),
     ("GET", f"{_AUDIT}/events"): _p("list", "auditevents"),
     ("GET", f"{_AUDIT}/event-types"): _p("list", "auditevents"),
     ("GET", f"{_AUDIT}/events/{{event_id}}"): _p("get", "auditevents"),
     ("GET", f"{_AUDIT}/export"): _p("get", "auditevents", "export"),
-    # Notification audit (§3.3).
+    # Notification audit (docs/api.md).
     ("POST", f"{_AUDIT}/notifications"): _p("create", "notifications", metering=Metering.REQUEST),
     ("GET", f"{_AUDIT}/notifications"): _p("list", "notifications"),
-    # Workflow catalog (§6).
+    # Workflow catalog (docs/api.md).
     ("GET", _WORKFLOWS): _p("list", "workflows"),
     ("GET", f"{_WORKFLOWS}/by-name/{{workflow_name}}/versions"): _p("list", "workflows"),
     ("POST", f"{_WORKFLOWS}/search"): _p("list", "workflows"),
@@ -75,12 +75,12 @@ PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", _WORKFLOWS): _p("create", "workflows"),
     ("PATCH", f"{_WORKFLOWS}/{{workflow_id}}"): _p("update", "workflows"),
     ("PATCH", f"{_WORKFLOWS}/{{workflow_id}}/disable"): _p("update", "workflows"),
-    # Tamper-evident log (§12).
+    # Tamper-evident log (docs/tamper-evident-log.md).
     ("GET", f"{_AUDIT}/log/checkpoint"): _p("get", "auditlog"),
     ("GET", f"{_AUDIT}/log/proof/{{event_id}}"): _p("get", "auditlog"),
     ("GET", f"{_AUDIT}/log/consistency"): _p("get", "auditlog"),
     ("GET", f"{_AUDIT}/log/key"): _p("get", "auditlog"),
-    # Legal holds (§13).
+    # Legal holds (docs/compliance.md).
     ("GET", f"{_AUDIT}/legal-holds"): _p("list", "legalholds"),
     ("GET", f"{_AUDIT}/legal-holds/{{correlation_id}}"): _p("get", "legalholds"),
     ("PUT", f"{_AUDIT}/legal-holds/{{correlation_id}}"): _p("create", "legalholds"),

@@ -1,4 +1,4 @@
-"""The per-caller write budget: one token bucket per username (SPEC §11).
+"""The per-caller write budget: one token bucket per username (docs/auth.md).
 
 A bucket holds up to `burst` units and refills at `rate` units a second; a single write costs 1,
 a batch its item count. A cost larger than the whole bucket is admitted when the bucket is full

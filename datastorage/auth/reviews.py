@@ -1,4 +1,4 @@
-"""TokenReview and SubjectAccessReview calls to the Kubernetes API (SPEC §11).
+"""TokenReview and SubjectAccessReview calls to the Kubernetes API (docs/auth.md).
 
 Connection settings come from the standard client configuration, read by the `kubernetes`
 package's own loader (already a dependency, for the operator): the kubeconfig named by

@@ -1,7 +1,7 @@
 """Audit-event rules that need no I/O: the event-type catalog, defaults and time bounds.
 
 A request body that passed the OpenAPI schema goes through `normalize_event`, which applies the
-defaults of SPEC §3.1, checks the catalog category and the timestamp window, and derives the
+defaults of docs/api.md, checks the catalog category and the timestamp window, and derives the
 stored-only fields. The result (`dict` with API names) is what the store writes and what the DLQ
 keeps, so a replayed event is byte-for-byte the event that was acknowledged.
 """
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# (event_type, category, action, service) — the platform's known types (SPEC §3.1).
+# (event_type, category, action, service) — the platform's known types (docs/api.md).
 _CATALOG_ROWS: tuple[tuple[str, str, str], ...] = (
     ("gateway", "gateway", "gateway.signal.received"),
     ("gateway", "gateway", "gateway.signal.deduplicated"),

@@ -2,11 +2,11 @@
 
 This module owns, as pure functions (no I/O):
 
-- the status state machine of SPEC §6 / §10 "Lifecycle": active ⇄ disabled,
+- the status state machine of docs/api.md: active ⇄ disabled,
   active|disabled → deprecated, deprecated → archived, archived is final, and the same status
   is always a no-op (archived → archived included);
 - `MUTABLE_FIELDS`, the only fields a PATCH may carry;
-- SemVer 2.0.0 parsing and precedence (§10 "Semantic versions"), and from it which version of
+- SemVer 2.0.0 parsing and precedence (docs/api.md), and from it which version of
   a workflow name is the latest.
 
 Decisions where the spec is silent:

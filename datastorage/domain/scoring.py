@@ -1,4 +1,4 @@
-"""Workflow search scoring: the arithmetic of SPEC §6.1 and §10 "Scoring", as pure functions.
+"""Workflow search scoring: the arithmetic of docs/api.md, as pure functions.
 
 This module owns three things and nothing else (no I/O, no SQL):
 

@@ -1,4 +1,4 @@
-"""Admin endpoints: DLQ status (SPEC §5): depth, age, dead letters and bytes per stream, and
+"""Admin endpoints: DLQ status (docs/operations.md): depth, age, dead letters and bytes per stream, and
 the room the queue has left before appends are refused."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Audit-event endpoints (SPEC §3.2): parse the request, call `AuditService`, respond.
+"""Audit-event endpoints (docs/api.md): parse the request, call `AuditService`, respond.
 
 Errors of the service become problems in `http.errors`.
 """
@@ -104,7 +104,7 @@ def _event_data(ctx: AppContext, params: dict[str, Any], errors: dict[str, str])
 def event_filters(
     ctx: AppContext, request: Request, extra_errors: Callable[[dict[str, Any]], dict[str, str]]
 ) -> tuple[dict[str, Any], Any, dict[str, dt.datetime | None]]:
-    """The §3.2 filters of a list or export request: (parameters, event_data, time bounds), or
+    """The filters (docs/api.md) of a list or export request: (parameters, event_data, time bounds), or
     the 400 naming every failing parameter (`extra_errors` adds the caller's own checks)."""
     params, errors = ctx.validator.parameter_values("queryAuditEvents", strict_query(request))
     if errors:  # the schema's errors and the caller's, in one problem

@@ -1,4 +1,4 @@
-"""Authentication, authorization and the per-caller write limit at the HTTP edge (SPEC §11).
+"""Authentication, authorization and the per-caller write limit at the HTTP edge (docs/auth.md).
 
 `Authentication` is a pure ASGI middleware used when `DATASTORAGE_AUTH=kubernetes`. For every
 request but the open paths (probes, the OpenAPI document) it takes the bearer token, asks the

@@ -1,4 +1,4 @@
-"""Health endpoints (SPEC §7): live, ready (degraded while only the database is down), full."""
+"""Health endpoints (docs/operations.md): live, ready (degraded while only the database is down), full."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ async def health(request: Request) -> Response:
     healthy = checks["database"]["status"] == "up" and checks["dlq"]["status"] != "down"
     if healthy and not ctx.shutting_down:
         return json_response({"status": "healthy", "checks": checks})
-    # `error`: the one-line reason clients of the reference contract read (SPEC §15).
+    # `error`: the one-line reason clients of the reference contract read (docs/compatibility.md).
     failing = [f"{name}: {c['error']}" for name, c in checks.items() if c["status"] == "down"]
     error = "; ".join(failing) or "shutting down"
     return _unavailable(ctx, {"status": "unhealthy", "error": error, "checks": checks})

@@ -1,4 +1,4 @@
-"""Legal-hold endpoints (SPEC §13): parse, call `LegalHolds`, respond.
+"""Legal-hold endpoints (docs/compliance.md): parse, call `LegalHolds`, respond.
 
 `placed_by` / `released_by` is the reviewed caller (None when authentication is off), never
 a body field.

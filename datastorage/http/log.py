@@ -1,4 +1,4 @@
-"""Tamper-evident log endpoints (SPEC §12): parse, call `LogService`, respond.
+"""Tamper-evident log endpoints (docs/tamper-evident-log.md): parse, call `LogService`, respond.
 
 Hashes are standard padded base64. The checkpoint is served byte for byte as it was signed.
 When the server has no signing key the log is off and every endpoint answers 404 `not-found`

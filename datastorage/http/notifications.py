@@ -1,4 +1,4 @@
-"""Notification-audit endpoints (SPEC §3.3): parse, call `NotificationService`, respond."""
+"""Notification-audit endpoints (docs/api.md): parse, call `NotificationService`, respond."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ async def create_notification(request: Request) -> Response:
     outcome = await ctx.runtime.notifications.record(body, recorded_by(request.scope))
     stored = outcome.records[0]
     if outcome.status == "queued":
-        # No `id` yet: the database assigns it when the DLQ is replayed (SPEC §15).
+        # No `id` yet: the database assigns it when the DLQ is replayed (docs/compatibility.md).
         ids = {"notification_id": stored["notification_id"]}
         return accepted_response(ids, "notification record")
     return json_response(stored, 201)

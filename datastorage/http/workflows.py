@@ -1,4 +1,4 @@
-"""Workflow-catalog endpoints (SPEC §6, §6.1): parse -> `Catalog` -> respond.
+"""Workflow-catalog endpoints (docs/api.md): parse -> `Catalog` -> respond.
 
 Every rule lives in `datastorage.services.catalog`; this module validates the request against
 the OpenAPI schemas. Catalog errors become problems in `http.errors`.

@@ -1,4 +1,4 @@
-"""The NDJSON export format's manifest and its offline verification (SPEC §13). No I/O.
+"""The NDJSON export format's manifest and its offline verification (docs/compliance.md). No I/O.
 
 An export is one JSON object per line — an event exactly as GET returns it, plus `leaf_index`
 when the tamper-evident log has a checkpoint — and a last line `{"manifest": {...}}`:

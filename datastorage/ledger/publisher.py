@@ -1,4 +1,4 @@
-"""Publication of signed checkpoints outside the database (SPEC §12).
+"""Publication of signed checkpoints outside the database (docs/tamper-evident-log.md).
 
 Every checkpoint goes to the object store as `checkpoints/<size>`, and the latest one also as
 `checkpoint`, byte for byte as signed. Which checkpoints have been published is recorded in the

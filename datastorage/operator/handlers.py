@@ -1,4 +1,4 @@
-"""RemediationWorkflow custom resources -> catalog versions (SPEC §6.2, §10 "Operator details").
+"""RemediationWorkflow custom resources -> catalog versions (docs/api.md).
 
 `WorkflowReconciler` holds the rules and talks only to `datastorage.services.catalog.Catalog` (the same
 service the HTTP API uses, so versioning, lifecycle and self-audit are written once);

@@ -1,4 +1,4 @@
-"""`datastorage operator`: the kopf sidecar (SPEC §1, §6.2, §10 "Operator details").
+"""`datastorage operator`: the kopf sidecar (docs/architecture.md).
 
 One process runs three things on one event loop:
 

@@ -1,4 +1,4 @@
-"""Partition maintenance: keep the month window, repair it, retire old months (SPEC §4).
+"""Partition maintenance: keep the month window, repair it, retire old months (docs/operations.md).
 
 One pass, every step idempotent and UTC-based:
 
@@ -9,7 +9,7 @@ One pass, every step idempotent and UTC-based:
 4. re-attach other detached month tables that are still inside the retention period;
 5. retire months older than the retention period: `DETACH ... CONCURRENTLY` (writes to other
    months carry on), then `DROP TABLE`; in dry-run mode only say what would be retired. A
-   month holding events of a correlation under legal hold (SPEC §13) is not dropped: its other
+   month holding events of a correlation under legal hold (docs/compliance.md) is not dropped: its other
    events are deleted and the held ones stay in place, attached, served and provable as before,
    until a pass after the release finds none held and retires the month. Each month's
    decision and action run under the holds lock (`store.holds`), so a hold placed concurrently

@@ -1,4 +1,4 @@
-"""One active operator across replicas (SPEC §14), through kopf peering.
+"""One active operator across replicas (docs/operations.md), through kopf peering.
 
 Every replica of the operator registers in one `KopfPeering` object (`ClusterKopfPeering` when it
 watches all namespaces), named by `DATASTORAGE_OPERATOR_PEERING`, with its own priority; kopf

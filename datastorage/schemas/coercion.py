@@ -6,7 +6,7 @@ types say before validation, leaving a value it cannot convert for the validator
 JSON Schema counts `5.0` as an integer, but the handlers and PostgreSQL must not see a float
 there: `integer_paths` finds the integer fields of a body schema once, and
 `integral_floats_to_int` fixes a valid body in place. Fields marked `x-null-means-absent` in
-the document (optional fields older clients send as `null`, SPEC §15) are found by
+the document (optional fields older clients send as `null`, docs/compatibility.md) are found by
 `null_as_absent_fields` and removed by `drop_nulls`, so everything after validation sees such a
 body exactly as if the field had been left out.
 """

@@ -1,4 +1,4 @@
-"""Archive before retirement (SPEC §13): a month past retention is exported (NDJSON with its
+"""Archive before retirement (docs/compliance.md): a month past retention is exported (NDJSON with its
 manifest, zstd-compressed) to `DATASTORAGE_ARCHIVE_URL`, read back and verified, and only then
 may maintenance retire it. Also what `datastorage archive list | verify | restore` do.
 

@@ -1,4 +1,4 @@
-"""Recording and reading audit events (SPEC §3): the use cases behind `/api/v1/audit/events`.
+"""Recording and reading audit events (docs/api.md): the use cases behind `/api/v1/audit/events`.
 
 Three write paths, chosen here and nowhere else:
 - one event → group commit (`GroupCommitter`): concurrent requests share one statement;
@@ -168,7 +168,7 @@ class AuditService:
         if len(items) > self.settings.max_batch_items:
             count_failure("body", "maxItems")
             raise InvalidInput({"body": f"must have at most {self.settings.max_batch_items} items"})
-        # A null parent_event_id means none (SPEC §15): such items stream too.
+        # A null parent_event_id means none (docs/compatibility.md): such items stream too.
         if items and all(
             isinstance(item, dict)
             and "event_id" not in item
@@ -291,7 +291,7 @@ class AuditService:
         until: dt.datetime | None,
         event_data: dict[str, Any] | None,
     ) -> tuple[audit_queries.EventQuery, audit_queries.EventPage]:
-        """A page of events; `filters` are the validated query parameters of §3.2."""
+        """A page of events; `filters` are the validated query parameters of docs/api.md."""
         query = audit_queries.EventQuery(
             filters=filters,
             since=since,

@@ -1,4 +1,4 @@
-"""The workflow catalog (SPEC §6, §6.1): the one place its rules run, for HTTP and the operator.
+"""The workflow catalog (docs/api.md): the one place its rules run, for HTTP and the operator.
 
 `Catalog` owns versioning (exactly one latest version per name, maintained under a per-name
 advisory lock in the creating transaction), the lifecycle (transitions from
@@ -304,7 +304,7 @@ class Catalog:
         remediation_id: str | None = None,
         recorded_by: str | None = None,
     ) -> dict:
-        """Rank the candidates (SPEC §6.1) and record the search in the background."""
+        """Rank the candidates (docs/api.md) and record the search in the background."""
         started = time.perf_counter()
         self._validate("searchWorkflows", request)
         filters = request["filters"]
@@ -500,7 +500,7 @@ def search_event_body(
     duration_ms: int,
     remediation_id: str | None,
 ) -> dict[str, Any]:
-    """The `workflow.catalog.search_completed` event as an API request body (SPEC §10)."""
+    """The `workflow.catalog.search_completed` event as an API request body (docs/api.md)."""
     filters = request["filters"]
     digest = filters_hash(filters)
     return {
@@ -544,7 +544,7 @@ def search_event_body(
 def change_event_body(
     action: str, row: Mapping[str, Any], data: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """A `datastorage.workflow.<action>` self-audit event as an API request body (SPEC §10)."""
+    """A `datastorage.workflow.<action>` self-audit event as an API request body (docs/api.md)."""
     workflow_id = str(row["workflow_id"])
     return {
         "version": EVENT_VERSION,

@@ -1,4 +1,4 @@
-"""The durable-write fallback every write shares (SPEC §5).
+"""The durable-write fallback every write shares (docs/operations.md).
 
 A write goes to PostgreSQL; when the database is unavailable (a transient failure, see
 `store.errors`) its records go to the DLQ instead and the outcome is "queued" (the caller

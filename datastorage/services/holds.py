@@ -1,4 +1,4 @@
-"""Legal holds (SPEC §13): place, read, list and release holds by correlation id.
+"""Legal holds (docs/compliance.md): place, read, list and release holds by correlation id.
 
 Each change commits together with its self-audit event (`datastorage.legal_hold.placed` or
 `.released`, correlation_id = the held correlation, so the hold shows up in that remediation's

@@ -1,4 +1,4 @@
-"""The tamper-evident log as the API serves it (SPEC §12): the latest signed checkpoint, inclusion
+"""The tamper-evident log as the API serves it (docs/tamper-evident-log.md): the latest signed checkpoint, inclusion
 and consistency proofs against signed tree sizes, and the verifier key.
 
 Every proof is relative to a signed checkpoint: a size above the latest checkpoint is refused,

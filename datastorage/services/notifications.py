@@ -1,4 +1,4 @@
-"""Recording and listing notification-audit records (SPEC §3.3)."""
+"""Recording and listing notification-audit records (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reading every event an export matches (SPEC §13): one snapshot, a server-side cursor.
+"""Reading every event an export matches (docs/compliance.md): one snapshot, a server-side cursor.
 
 The rows come in batches from a named cursor inside one REPEATABLE READ transaction, so memory
 stays constant however many rows match, and the rows, their leaf indexes and the latest

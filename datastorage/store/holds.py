@@ -1,4 +1,4 @@
-"""SQL of legal holds (SPEC §13): the `legal_holds` table, the lock that orders hold changes
+"""SQL of legal holds (docs/compliance.md): the `legal_holds` table, the lock that orders hold changes
 against retirement, and the retention queries that spare held events.
 
 The ordering rule: a hold change (place or release) and the retirement of a month never

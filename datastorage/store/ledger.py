@@ -128,7 +128,7 @@ class LogStatus:
 
 
 async def log_status(conn: AsyncConnection) -> LogStatus:
-    """What the §12 gauges report, in one query. The oldest pending row is the first in `seq`
+    """What the docs/tamper-evident-log.md gauges report, in one query. The oldest pending row is the first in `seq`
     order (read through the primary key: no scan, however long the queue)."""
     cur = await conn.execute(
         "SELECT (SELECT tree_size FROM log_tree),"

@@ -28,7 +28,7 @@ FIELDS = (
     "error_message",
     "escalation_level",
 )
-# Set by the server, never read from a request: the authenticated caller (SPEC §11).
+# Set by the server, never read from a request: the authenticated caller (docs/auth.md).
 SERVER_FIELDS = ("recorded_by",)
 _WRITTEN = ("id", *FIELDS, *SERVER_FIELDS)
 _RETURNING = sql.SQL(", ").join(

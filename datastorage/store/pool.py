@@ -52,7 +52,7 @@ class Database:
             max_size=settings.db_pool_max,
             timeout=settings.db_pool_timeout,
             open=False,
-            # Plans of the audit queries depend on the parameter values (see TOOLING §10):
+            # Plans of the audit queries depend on the parameter values (a generic plan is slower):
             # prepare only where a statement opts in with prepare=True.
             kwargs={"prepare_threshold": None, **session_kwargs(settings, application_name)},
             configure=self._configure,

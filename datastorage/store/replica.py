@@ -1,4 +1,4 @@
-"""Read routing (SPEC §16): queries and lists run on a streaming read replica while its
+"""Read routing (docs/scaling.md): queries and lists run on a streaming read replica while its
 replay lag stays within `read_max_lag`, otherwise (and whenever the replica fails) on the
 primary. Writes never come here: they use the primary's `Database` directly.
 

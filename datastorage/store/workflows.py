@@ -280,7 +280,7 @@ async def list_workflows(
 async def search_candidates(
     conn: AsyncConnection, filters: Mapping[str, Any], statuses: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """Latest versions in `statuses` whose mandatory labels match (SPEC §6.1 candidates):
+    """Latest versions in `statuses` whose mandatory labels match (docs/api.md candidates):
     signal_type and severity equal; component, environment and priority equal or '*'."""
     return await _fetch_all(
         conn,

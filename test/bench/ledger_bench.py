@@ -1,4 +1,4 @@
-"""Scenario 6: the tamper-evident log (SPEC §12, issue 12 acceptance 6).
+"""Scenario 6: the tamper-evident log (docs/tamper-evident-log.md, issue 12 acceptance 6).
 
 - single POST (Hypercorn) and batch POST with the log on beside the same with the log off: the
   row's "raw" side is the log-off run, so its ratio is on / off. Events are queued for the log

@@ -1,4 +1,4 @@
-"""The alerting rules (SPEC §14): promtool accepts them, every alert fires on its case and stays
+"""The alerting rules (docs/operations.md): promtool accepts them, every alert fires on its case and stays
 quiet on its counter-case, every alert has a runbook and every runbook an alert, and every
 metric a rule or a dashboard panel reads is one the service exports.
 

@@ -1,4 +1,4 @@
-"""Chart values of the archive target (SPEC §13): the URL and endpoint reach both containers
+"""Chart values of the archive target (docs/compliance.md): the URL and endpoint reach both containers
 through the ConfigMap; the credentials Secret is mounted as environment of the operator
 container only (maintenance archives; the API server never needs the credentials); a URL that
 is neither file:/// nor s3:// is refused by the values schema."""

@@ -1,4 +1,4 @@
-"""The chart's API authentication (SPEC §11): on by default, the server may review tokens and
+"""The chart's API authentication (docs/auth.md): on by default, the server may review tokens and
 access (system:auth-delegator), ClusterRoles writer/reader/admin that match the service's route
 permission table, values that bind subjects, the metrics reader, and a `helm test` Pod that
 calls with a token of its own (its script run here against a server asking a stand-in API).

@@ -1,4 +1,4 @@
-"""Clients generated from the reference contract (V1.0) keep working unchanged (SPEC §15).
+"""Clients generated from the reference contract (V1.0) keep working unchanged (docs/compatibility.md).
 
 The requests below are what such a client sends: an explicit `null` for each optional field
 the reference declares nullable, a workflow with the fields the reference requires. They go to
@@ -161,7 +161,7 @@ NOTIFICATION_RESPONSE = shape(
         "updated_at": TIMESTAMP,
     },
 )
-# The reference's 202 (status, message) plus SPEC §15's notification_id.
+# The reference's 202 (status, message) plus docs/compatibility.md's notification_id.
 NOTIFICATION_ACCEPTED = shape(
     ["status", "message", "notification_id"],
     {"status": field("string", enum=["accepted"]), "message": STRING, "notification_id": STRING},

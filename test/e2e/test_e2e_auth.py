@@ -1,4 +1,4 @@
-"""Who may call, and who wrote it (SPEC §11), against a deployed stack that authenticates
+"""Who may call, and who wrote it (docs/auth.md), against a deployed stack that authenticates
 callers: requests without a token are refused, a read-only account cannot write, and what the
 suite's own account writes carries its name in `recorded_by`."""
 

@@ -1,5 +1,5 @@
 """Authentication and authorization of the real application against a Kubernetes API stand-in
-reached over real HTTP through a kubeconfig (SPEC §11, acceptance 1, 2, 3 and 5 of the auth
+reached over real HTTP through a kubeconfig (docs/auth.md, acceptance 1, 2, 3 and 5 of the auth
 issue).
 
 The application is `create_app` as `datastorage serve` builds it, served in-process with its

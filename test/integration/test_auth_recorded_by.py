@@ -1,6 +1,6 @@
 """Who wrote it: `recorded_by` is the reviewed username on every stored event and notification,
 set by the server, returned by GET, filterable, and carried through the DLQ so a replayed write
-keeps it (SPEC §11, acceptance 4 and 6 of the auth issue).
+keeps it (docs/auth.md, acceptance 4 and 6 of the auth issue).
 
 The in-process tests run the real application on this worker's database; the outage test runs
 `datastorage serve` as a process whose PostgreSQL is really stopped during the writes, with

@@ -1,4 +1,4 @@
-"""The bearer token appears in no log line, metric or problem body (SPEC §11), whatever happens:
+"""The bearer token appears in no log line, metric or problem body (docs/auth.md), whatever happens:
 success, denial, rejection, rate limit, API server outage. Logging runs at DEBUG with the
 service's JSON format in the real application (its access log, the httpx client of the
 reviews), and the stand-in echoes the token in its TokenReview answers like the real API server

@@ -1,4 +1,4 @@
-"""Streaming export (SPEC §13): NDJSON lines in the GET shape with a manifest that
+"""Streaming export (docs/compliance.md): NDJSON lines in the GET shape with a manifest that
 `datastorage verify --export` checks offline (clean → 0; an altered, removed or added line or
 an altered manifest → 1; a wrong key → 2), CSV that round-trips through Python's csv module, the
 list's filters and their errors, and backpressure to a slow reader."""

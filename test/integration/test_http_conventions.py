@@ -1,4 +1,4 @@
-"""HTTP conventions (SPEC §2), notifications (§3.3), metrics (§8), OpenAPI, burst on the pool."""
+"""HTTP conventions (docs/architecture.md), notifications (docs/api.md), metrics (docs/operations.md), OpenAPI, burst on the pool."""
 
 from __future__ import annotations
 

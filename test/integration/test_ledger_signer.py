@@ -73,7 +73,9 @@ async def test_a_rewritten_tree_is_never_signed_and_signing_stops(log_db, db, ke
     await _grow(connect, 5)
     assert await signer.sign_once() == Outcome.SIGNED
     # Someone rebuilds the log with one leaf changed, then more events arrive.
-    leaves = [bytes(r[0]) for r in db.execute("SELECT leaf_hash FROM log_leaves ORDER BY leaf_index")]
+    leaves = [
+        bytes(r[0]) for r in db.execute("SELECT leaf_hash FROM log_leaves ORDER BY leaf_index")
+    ]
     forged = [merkle.leaf_hash(b"forged"), *leaves[1:]]
     rebuilt = merkle.append_leaves(0, [], forged)
     db.execute("UPDATE log_leaves SET leaf_hash = %s WHERE leaf_index = 0", (forged[0],))

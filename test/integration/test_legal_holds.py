@@ -1,4 +1,4 @@
-"""Legal holds API (SPEC §13): validation names the field, 201 then 200 unchanged, 404 when not
+"""Legal holds API (docs/compliance.md): validation names the field, 201 then 200 unchanged, 404 when not
 held, release, paging, and the self-audit events of each change."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Upgrading to int64 notification ids (migration 007, SPEC §15) loses nothing.
+"""Upgrading to int64 notification ids (migration 007, docs/compatibility.md) loses nothing.
 
 A database at the previous schema holds notification records keyed by uuid, and the DLQ holds
 records the previous version queued (their uuid in `id`): one already stored (a replay after a

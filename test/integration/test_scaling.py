@@ -1,4 +1,4 @@
-"""Scale (SPEC §16) with real components: a streaming read replica made by `pg_basebackup -R`,
+"""Scale (docs/scaling.md) with real components: a streaming read replica made by `pg_basebackup -R`,
 PgBouncer in transaction mode, and two API server processes on one database.
 
 The replica tests read PostgreSQL's own statistics on the replica to show who answered, and

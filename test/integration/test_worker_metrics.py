@@ -1,4 +1,4 @@
-"""Whole-server `/metrics` with several worker processes (SPEC §14): whichever worker answers
+"""Whole-server `/metrics` with several worker processes (docs/operations.md): whichever worker answers
 the scrape, counters and histograms are the sums over all workers; a worker killed with
 SIGKILL is respawned and no counter goes backwards or counts twice.
 

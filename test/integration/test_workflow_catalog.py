@@ -1,4 +1,4 @@
-"""The workflow catalog over HTTP (SPEC §6) against `datastorage serve` and real PostgreSQL:
+"""The workflow catalog over HTTP (docs/api.md) against `datastorage serve` and real PostgreSQL:
 versions and the latest flag, reads, the lifecycle, the self-audit events, concurrency."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Workflow search over HTTP (SPEC §6.1, §10 "Scoring" and "Search audit event") against
+"""Workflow search over HTTP (docs/api.md and "Search audit event") against
 `datastorage serve` and real PostgreSQL. Each test searches its own signal type, so workflows of
 other tests sharing the database never become candidates."""
 

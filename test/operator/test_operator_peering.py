@@ -1,4 +1,4 @@
-"""One active operator across replicas (SPEC §14): two `datastorage operator` processes peer
+"""One active operator across replicas (docs/operations.md): two `datastorage operator` processes peer
 through a KopfPeering object in the Kubernetes stand-in; only the higher-priority one reconciles
 RemediationWorkflows and runs partition maintenance; killed with SIGKILL, it is replaced by the
 other once its peering record expires.

@@ -1,5 +1,5 @@
 """The operator end to end: RemediationWorkflow objects in the kmock emulator -> catalog rows in
-PostgreSQL, through `datastorage operator` as a subprocess (SPEC §6.2, §10 "Operator details")."""
+PostgreSQL, through `datastorage operator` as a subprocess (docs/api.md)."""
 
 from __future__ import annotations
 

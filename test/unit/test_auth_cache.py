@@ -1,4 +1,4 @@
-"""Review caches: TTL, LRU bound, single-flight, errors never cached (SPEC §11)."""
+"""Review caches: TTL, LRU bound, single-flight, errors never cached (docs/auth.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The route -> permission table covers every served route (SPEC §11)."""
+"""The route -> permission table covers every served route (docs/auth.md)."""
 
 from __future__ import annotations
 

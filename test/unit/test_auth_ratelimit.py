@@ -1,4 +1,4 @@
-"""Per-caller token bucket and its header fields (SPEC §11)."""
+"""Per-caller token bucket and its header fields (docs/auth.md)."""
 
 from __future__ import annotations
 

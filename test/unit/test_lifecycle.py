@@ -1,4 +1,4 @@
-"""Workflow lifecycle (SPEC §6, §10 "Lifecycle", "Semantic versions"): transitions, mutable
+"""Workflow lifecycle (docs/api.md, "Semantic versions"): transitions, mutable
 fields, SemVer 2.0.0 parsing and precedence, and which version of a name is the latest."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Connections through a transaction pooler carry no session state (SPEC §16): PgBouncer refuses
+"""Connections through a transaction pooler carry no session state (docs/scaling.md): PgBouncer refuses
 the `options` startup parameter, and prepared statements would be looked up on whichever server
 session the next transaction lands on."""
 

@@ -1,4 +1,4 @@
-"""The replica lag rule (SPEC §16): the age of the newest primary WAL sample the replica has
+"""The replica lag rule (docs/scaling.md): the age of the newest primary WAL sample the replica has
 replayed past — zero for a complete replica of an idle primary, growing while replay stalls."""
 
 from __future__ import annotations

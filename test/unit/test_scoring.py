@@ -1,4 +1,4 @@
-"""Workflow search scoring (SPEC §6.1, §10 "Scoring"): the score table and the ranking order."""
+"""Workflow search scoring (docs/api.md): the score table and the ranking order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
--- Audit events, partitioned by month on the UTC day of the event (SPEC §3.1, §4).
+-- Audit events, partitioned by month on the UTC day of the event (docs/api.md).
 -- No default partition: it would block DETACH PARTITION ... CONCURRENTLY.
 CREATE TABLE IF NOT EXISTS audit_events (
     event_id          uuid         NOT NULL,

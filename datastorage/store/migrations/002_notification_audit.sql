@@ -1,4 +1,4 @@
--- Notification delivery audit (SPEC §3.3). The CHECKs state the same contract as openapi.yaml.
+-- Notification delivery audit (docs/api.md). The CHECKs state the same contract as openapi.yaml.
 CREATE TABLE IF NOT EXISTS notification_audit (
     id               uuid          PRIMARY KEY DEFAULT gen_random_uuid(),
     remediation_id   varchar(255)  NOT NULL,

@@ -1,4 +1,4 @@
--- Remediation workflow catalog (SPEC §6). One row per (workflow_name, version).
+-- Remediation workflow catalog (docs/api.md). One row per (workflow_name, version).
 -- Column lengths state the same contract as openapi.yaml (CreateWorkflowRequest), so a
 -- too-long value is a 400 from validation, never a database error.
 CREATE TABLE IF NOT EXISTS remediation_workflow_catalog (

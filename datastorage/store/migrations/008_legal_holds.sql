@@ -1,4 +1,4 @@
--- Legal holds (SPEC §13): a held correlation's events survive retention until the hold is
+-- Legal holds (docs/compliance.md): a held correlation's events survive retention until the hold is
 -- released. One row per held correlation id; releasing deletes the row (the placement and the
 -- release are both recorded as self-audit events, so the history is in the audit trail itself).
 CREATE TABLE IF NOT EXISTS legal_holds (
