@@ -38,7 +38,7 @@ SEARCH_PATH = "/api/v1/workflows/search"
 
 @dataclass
 class Options:
-    scenarios: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    scenarios: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
     duration: float = 20.0
     warmup: float = 3.0
     rows: int = 1_000_000
