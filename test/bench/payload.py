@@ -111,4 +111,5 @@ def stored_row(timestamp: dt.datetime, correlation_id: str) -> tuple[Any, ...]:
         json.dumps(EVENT_DATA, separators=(",", ":")),
         2555,
         False,
+        None,  # recorded_by: what the service stores with authentication off
     )

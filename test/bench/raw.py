@@ -61,6 +61,7 @@ COLUMN_TYPES = (
     "jsonb",
     "int4",
     "bool",
+    "text",
 )
 _COLS = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
 INSERT = sql.SQL("INSERT INTO audit_events ({}) VALUES ({})").format(
