@@ -9,16 +9,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from datastorage.http.authentication import recorded_by
 from datastorage.http.body import read_json
 from datastorage.http.context import context, json_response, offset_page
-
-
-def _caller(request: Request) -> str | None:
-    # What `http.authentication.current_identity` returns, read here without importing that
-    # module: it imports `app` (for ROUTES) late, which would close an import cycle through
-    # this module. The lead's merge may move `current_identity` somewhere both can import.
-    identity = request.scope.get("state", {}).get("identity")
-    return None if identity is None else identity.username
 
 
 async def place_hold(request: Request) -> Response:
@@ -27,7 +20,7 @@ async def place_hold(request: Request) -> Response:
     body = await read_json(request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth)
     ctx.validator.body("placeLegalHold", body)
     hold, created = await ctx.runtime.holds.place(
-        params["correlation_id"], body["reason"], body.get("case_id"), _caller(request)
+        params["correlation_id"], body["reason"], body.get("case_id"), recorded_by(request.scope)
     )
     return json_response(hold, 201 if created else 200)
 
@@ -50,6 +43,6 @@ async def release_hold(request: Request) -> Response:
     ctx = context(request)
     params = ctx.validator.parameters("releaseLegalHold", request)
     released = await ctx.runtime.holds.release(
-        params["correlation_id"], params["reason"], _caller(request)
+        params["correlation_id"], params["reason"], recorded_by(request.scope)
     )
     return json_response(released)

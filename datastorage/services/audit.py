@@ -270,11 +270,13 @@ class AuditService:
                 stamp = dt.datetime.fromisoformat(event["event_timestamp"])
                 lag.observe(max((now - stamp).total_seconds(), 0.0))
 
-    async def record_in(self, conn: Any, body: dict[str, Any]) -> dict[str, Any]:
-        """Store a self-audit event (a body this service builds) in the caller's transaction,
-        so it commits with the change it records. The month is ensured first: a failed insert
+    async def record_in(
+        self, conn: Any, body: dict[str, Any], recorded_by: str | None = None
+    ) -> dict[str, Any]:
+        """Store a self-audit event (a body this service builds) on behalf of `recorded_by` in
+        the caller's transaction, so it commits with the change it records. The month is ensured first: a failed insert
         would abort the caller's transaction, so the write path's create-and-retry cannot run."""
-        event = self.event_from(body)
+        event = self.event_from(body, recorded_by)
         month = partitions.month_of(dt.date.fromisoformat(event["event_date"]))
         lock_timeout = self.settings.partition_lock_timeout
         await partitions.ensure_month(conn, month, lock_timeout)

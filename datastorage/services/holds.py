@@ -40,7 +40,9 @@ class LegalHolds:
             await store.lock_for_change(conn)
             hold, created = await store.place(conn, correlation_id, reason, case_id, placed_by)
             if created:
-                await self.audit.record_in(conn, hold_event("placed", hold, placed_by, hold))
+                await self.audit.record_in(
+                    conn, hold_event("placed", hold, placed_by, hold), placed_by
+                )
         return hold, created
 
     async def get(self, correlation_id: str) -> dict[str, Any]:
@@ -69,7 +71,9 @@ class LegalHolds:
                 "released_at": format_timestamp(dt.datetime.now(dt.UTC)),
                 "release_reason": reason,
             }
-            await self.audit.record_in(conn, hold_event("released", hold, released_by, released))
+            await self.audit.record_in(
+                conn, hold_event("released", hold, released_by, released), released_by
+            )
         return released
 
 
