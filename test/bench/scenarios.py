@@ -1,5 +1,6 @@
-"""The five benchmark scenarios. Each measures the service and the raw database path for the
-same work in the same run, against the same table and indexes, and returns report rows.
+"""The benchmark scenarios (the sixth, the tamper-evident log, lives in ledger_bench.py). Each
+measures the service and the raw database path for the same work in the same run, against the
+same table and indexes, and returns report rows.
 
 Every throughput measurement starts from an empty audit_events (TRUNCATE + CHECKPOINT) and,
 for the service, after a short warm-up (pool filled, statements prepared). CPU of the server
