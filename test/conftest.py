@@ -107,9 +107,9 @@ def api(server):
         yield client
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3_endpoint():
-    """moto's standalone S3 server over HTTP on a loopback port."""
+    """moto's standalone S3 server over HTTP on a loopback port, one per test worker."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
