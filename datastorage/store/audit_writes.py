@@ -106,13 +106,13 @@ class WriteResult:
 
 async def _insert_row(conn: AsyncConnection, event: Mapping[str, Any]) -> Any:
     """INSERT one event; None when (event_id, event_date) is already stored."""
-    cur = await conn.execute(_INSERT, row_values(event), prepare=True)
+    cur = await conn.execute(_INSERT, row_values(event))
     return await cur.fetchone()
 
 
 async def _insert_rows(conn: AsyncConnection, events: Sequence[Mapping[str, Any]]) -> set[str]:
     """INSERT events in one statement; returns the event_ids stored (not already there)."""
-    cur = await conn.execute(_INSERT_GROUP, (json_rows(events),), prepare=True)
+    cur = await conn.execute(_INSERT_GROUP, (json_rows(events),))
     return {row[0] for row in await cur.fetchall()}
 
 

@@ -52,8 +52,9 @@ class Database:
             max_size=settings.db_pool_max,
             timeout=settings.db_pool_timeout,
             open=False,
-            # Plans of the audit queries depend on the parameter values (a generic plan is slower):
-            # prepare only where a statement opts in with prepare=True.
+            # No server-side prepared statements: plans of the audit queries depend on the
+            # parameter values (a generic plan is slower), and PgBouncer's transaction mode has
+            # none. psycopg 3 also ignores `prepare=True` on such a connection.
             kwargs={"prepare_threshold": None, **session_kwargs(settings, application_name)},
             configure=self._configure,
             reconnect_timeout=0,  # a failed reconnection gives up at once; requests regrow
