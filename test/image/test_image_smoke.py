@@ -26,6 +26,7 @@ import pytest
 import yaml
 from chart_helpers import container, env_map, one, pod_templates
 from conftest import DB_NAME, DB_PASSWORD, DB_USER
+from kube_api_standin import Grant, KubeApiStandin, User
 from pod_runtime import SERVICE_ACCOUNT_DIR, ContainerRuntime, container_runtime
 from support import REPO, eventually, free_port, make_event
 
@@ -208,8 +209,25 @@ def test_migrate_applies_the_schema_with_the_mounted_password(migrated, postgres
         ).close()
 
 
+SMOKE_TOKEN = "image-smoke-token"
+SMOKE_USER = f"system:serviceaccount:{NAMESPACE}:smoke"
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory):
+    """The TokenReview/SubjectAccessReview stand-in the chart's `auth.mode: kubernetes` needs."""
+    standin = KubeApiStandin().start()
+    standin.add_token(SMOKE_TOKEN, User(SMOKE_USER))
+    standin.grant(f"user:{SMOKE_USER}", Grant(verbs=("create", "get"), resources=("auditevents",)))
+    standin.kubeconfig = standin.write_kubeconfig(
+        tmp_path_factory.mktemp("reviews") / "kubeconfig", NAMESPACE
+    )
+    yield standin
+    standin.stop()
+
+
 def test_serve_writes_and_reads_an_event_then_stops_on_sigterm(
-    migrated, deployment_pod, chart_objects, postgres, redis, run_container
+    migrated, deployment_pod, chart_objects, postgres, redis, reviews, run_container
 ):
     spec = container(deployment_pod, "datastorage")
     port = free_port()
@@ -221,10 +239,26 @@ def test_serve_writes_and_reads_an_event_then_stops_on_sigterm(
             "DATASTORAGE_HTTP_HOST": "127.0.0.1",
             "DATASTORAGE_HTTP_PORT": str(port),
             "DATASTORAGE_DLQ_URL": redis.url,
+            # As for the operator below: the stand-in speaks plain HTTP, so its kubeconfig
+            # takes the place of the service-account credentials, in the same mount.
+            "KUBECONFIG": f"{SERVICE_ACCOUNT_DIR}/kubeconfig",
         },
     )
-    box = run_container(deployment_pod, "datastorage", env, spec["args"])
+    assert env["DATASTORAGE_AUTH"] == "kubernetes"  # the chart's default, kept here
+    box = run_container(
+        deployment_pod,
+        "datastorage",
+        env,
+        spec["args"],
+        contents={
+            "serviceaccount": {
+                "kubeconfig": Path(reviews.kubeconfig).read_text(),
+                "namespace": NAMESPACE,
+            }
+        },
+    )
     url = f"http://127.0.0.1:{port}"
+    token = {"Authorization": f"Bearer {SMOKE_TOKEN}"}
 
     def ready() -> None:
         assert box.running(), box.logs()
@@ -235,13 +269,16 @@ def test_serve_writes_and_reads_an_event_then_stops_on_sigterm(
     assert httpx.get(url + "/health/ready").json()["checks"]["dlq"]["status"] == "up"
 
     body = make_event()
-    created = httpx.post(url + "/api/v1/audit/events", json=body, timeout=10)
+    refused = httpx.post(url + "/api/v1/audit/events", json=body, timeout=10)
+    assert refused.status_code == 401, refused.text  # auth is on in the image as charted
+    created = httpx.post(url + "/api/v1/audit/events", json=body, headers=token, timeout=10)
     assert created.status_code == 201, created.text
     event_id = created.json()["event_id"]
-    fetched = httpx.get(f"{url}/api/v1/audit/events/{event_id}", timeout=10)
+    fetched = httpx.get(f"{url}/api/v1/audit/events/{event_id}", headers=token, timeout=10)
     assert fetched.status_code == 200, fetched.text
     assert fetched.json()["correlation_id"] == body["correlation_id"]
     assert fetched.json()["event_data"] == body["event_data"]
+    assert fetched.json()["recorded_by"] == SMOKE_USER
 
     assert_confined(box)
     assert box.terminate(grace_period(deployment_pod)) == 0, box.logs()
