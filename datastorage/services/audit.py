@@ -28,6 +28,7 @@ from datastorage.domain.events import (
     EventRuleError,
     TimeBounds,
     emitting_service,
+    format_timestamp,
     normalize_event,
 )
 from datastorage.metrics import AUDIT_LAG, AUDIT_TRACES, UNKNOWN_EVENT_TYPES
@@ -69,6 +70,41 @@ class BatchConflict(Exception):
 
 def invalid_batch(errors: dict[str, str]) -> InvalidInput:
     return InvalidInput(errors, f"{len(errors)} field(s) failed validation; nothing stored")
+
+
+SELF_ACTOR_ID = "datastorage"  # actor of the events the service writes about its own changes
+SELF_EVENT_VERSION = "1.0"
+
+
+def self_audit_body(
+    *,
+    event_type: str,
+    category: str,
+    action: str,
+    correlation_id: str,
+    resource_type: str,
+    resource_id: str,
+    event_data: dict[str, Any],
+    actor: str | None = None,
+    **optional: Any,
+) -> dict[str, Any]:
+    """An event the service writes about itself (catalog changes and searches, legal holds),
+    as an API request body: outcome success, now, by `actor` (a user) or else the service."""
+    return {
+        "version": SELF_EVENT_VERSION,
+        "event_type": event_type,
+        "event_timestamp": format_timestamp(dt.datetime.now(dt.UTC)),
+        "event_category": category,
+        "event_action": action,
+        "event_outcome": "success",
+        "correlation_id": correlation_id,
+        "actor_type": "user" if actor else "service",
+        "actor_id": actor or SELF_ACTOR_ID,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        **optional,
+        "event_data": event_data,
+    }
 
 
 class AuditService:

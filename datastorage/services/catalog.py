@@ -45,10 +45,9 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from datastorage.domain import lifecycle, scoring
-from datastorage.domain.events import format_timestamp
 from datastorage.metrics import AUDIT_TRACES
 from datastorage.schemas import SchemaValidator
-from datastorage.services.audit import AuditService
+from datastorage.services.audit import SELF_ACTOR_ID, AuditService, self_audit_body
 from datastorage.services.durable import WriteUnavailable
 from datastorage.store import audit_writes, partitions
 from datastorage.store import workflows as store
@@ -69,8 +68,6 @@ __all__ = [
     "WorkflowNotFound",
 ]
 
-ACTOR_ID = "datastorage"
-EVENT_VERSION = "1.0"
 SEARCH_EVENT_TYPE = "workflow.catalog.search_completed"
 DEFAULT_TOP_K = 10
 DEFAULT_MIN_SCORE = 0.0
@@ -379,7 +376,7 @@ class Catalog:
 
     @staticmethod
     def _count_event() -> None:
-        AUDIT_TRACES.labels(ACTOR_ID, "success").inc()
+        AUDIT_TRACES.labels(SELF_ACTOR_ID, "success").inc()
 
     def _keep_task(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -503,20 +500,15 @@ def search_event_body(
     """The `workflow.catalog.search_completed` event as an API request body (docs/api.md)."""
     filters = request["filters"]
     digest = filters_hash(filters)
-    return {
-        "version": EVENT_VERSION,
-        "event_type": SEARCH_EVENT_TYPE,
-        "event_timestamp": format_timestamp(dt.datetime.now(dt.UTC)),
-        "event_category": "workflow",
-        "event_action": "search_completed",
-        "event_outcome": "success",
-        "correlation_id": remediation_id or f"search-{digest}",
-        "actor_type": "service",
-        "actor_id": ACTOR_ID,
-        "resource_type": "workflow_catalog",
-        "resource_id": digest,
-        "duration_ms": duration_ms,
-        "event_data": {
+    return self_audit_body(
+        event_type=SEARCH_EVENT_TYPE,
+        category="workflow",
+        action="search_completed",
+        correlation_id=remediation_id or f"search-{digest}",
+        resource_type="workflow_catalog",
+        resource_id=digest,
+        duration_ms=duration_ms,
+        event_data={
             "query": {
                 "filters": filters,
                 "top_k": request.get("top_k", DEFAULT_TOP_K),
@@ -538,7 +530,7 @@ def search_event_body(
             },
             "duration_ms": duration_ms,
         },
-    }
+    )
 
 
 def change_event_body(
@@ -546,25 +538,20 @@ def change_event_body(
 ) -> dict[str, Any]:
     """A `datastorage.workflow.<action>` self-audit event as an API request body (docs/api.md)."""
     workflow_id = str(row["workflow_id"])
-    return {
-        "version": EVENT_VERSION,
-        "event_type": f"datastorage.workflow.{action}",
-        "event_timestamp": format_timestamp(dt.datetime.now(dt.UTC)),
-        "event_category": "workflow",
-        "event_action": action,
-        "event_outcome": "success",
-        "correlation_id": row["workflow_name"],
-        "actor_type": "service",
-        "actor_id": ACTOR_ID,
-        "resource_type": "workflow",
-        "resource_id": workflow_id,
-        "event_data": {
+    return self_audit_body(
+        event_type=f"datastorage.workflow.{action}",
+        category="workflow",
+        action=action,
+        correlation_id=row["workflow_name"],
+        resource_type="workflow",
+        resource_id=workflow_id,
+        event_data={
             "workflow_id": workflow_id,
             "workflow_name": row["workflow_name"],
             "version": row["version"],
             **data,
         },
-    }
+    )
 
 
 def _workflow_uuid(workflow_id: str) -> uuid.UUID:

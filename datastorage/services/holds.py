@@ -13,12 +13,9 @@ from typing import Any
 
 from datastorage.domain.errors import NotFound
 from datastorage.domain.events import format_timestamp
-from datastorage.services.audit import AuditService
+from datastorage.services.audit import AuditService, self_audit_body
 from datastorage.store import holds as store
 from datastorage.store.pool import Database
-
-ACTOR_ID = "datastorage"
-EVENT_VERSION = "1.0"
 
 
 class HoldNotFound(NotFound):
@@ -81,17 +78,13 @@ def hold_event(
     action: str, hold: dict[str, Any], actor: str | None, data: dict[str, Any]
 ) -> dict[str, Any]:
     """A `datastorage.legal_hold.<action>` self-audit event as an API request body."""
-    return {
-        "version": EVENT_VERSION,
-        "event_type": f"datastorage.legal_hold.{action}",
-        "event_timestamp": format_timestamp(dt.datetime.now(dt.UTC)),
-        "event_category": "orchestration",
-        "event_action": action,
-        "event_outcome": "success",
-        "correlation_id": hold["correlation_id"],
-        "actor_type": "user" if actor else "service",
-        "actor_id": actor or ACTOR_ID,
-        "resource_type": "legal_hold",
-        "resource_id": hold["correlation_id"],
-        "event_data": data,
-    }
+    return self_audit_body(
+        event_type=f"datastorage.legal_hold.{action}",
+        category="orchestration",
+        action=action,
+        correlation_id=hold["correlation_id"],
+        resource_type="legal_hold",
+        resource_id=hold["correlation_id"],
+        event_data=data,
+        actor=actor,
+    )
