@@ -48,7 +48,6 @@ from datastorage.http.problems import Problem, problem_response
 from datastorage.http.validation import RequestValidator
 from datastorage.runtime import Runtime
 from datastorage.schemas import openapi_json, openapi_text
-from datastorage.services.ledger import LogService
 
 
 async def openapi_json_endpoint(request: Request) -> Response:
@@ -164,7 +163,7 @@ def build_context(settings: Settings, clock: Callable[[], float] | None = None) 
     ctx = AppContext(
         runtime=runtime,
         validator=RequestValidator(runtime.validator),
-        log=LogService.from_settings(settings, runtime.db),
+        log=runtime.log,
     )
     if settings.auth == "kubernetes":
         clocks = {"clock": clock, "wall_clock": clock} if clock else {}

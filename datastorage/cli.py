@@ -44,9 +44,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.workers:
         settings = settings.replace(workers=args.workers)
     settings.require_database_url()
-    from datastorage.services.ledger import configured_verifier
+    from datastorage.services.ledger import configured_signer
 
-    configured_verifier(settings)  # a bad signing key stops the server before any worker starts
+    configured_signer(settings)  # a bad signing key stops the server before any worker starts
     return serve(settings, worker_process=args.worker_process)
 
 

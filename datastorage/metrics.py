@@ -248,8 +248,9 @@ REPLICA_LAG = Gauge(
     multiprocess_mode="max",
 )
 
-# The tamper-evident log (docs/tamper-evident-log.md). Every process that has the log configured samples the
-# same database state every few seconds: the latest sample of a living process is the value.
+# The tamper-evident log (docs/tamper-evident-log.md). Every process that has the log configured
+# samples the same database state every few seconds: the latest sample of a living process is the
+# value.
 LOG_TREE_SIZE = Gauge(
     "datastorage_log_tree_size",
     "Leaves in the Merkle tree.",

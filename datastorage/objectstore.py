@@ -1,6 +1,7 @@
 """Objects outside the database: `file:///DIR` or `s3://BUCKET/PREFIX` behind one small interface.
 
-Used by checkpoint publication (docs/tamper-evident-log.md) and meant for archives (docs/compliance.md). Names are relative,
+Used by checkpoint publication (docs/tamper-evident-log.md) and meant for archives
+(docs/compliance.md). Names are relative,
 slash-separated paths (`checkpoint`, `checkpoints/42`). Writes are whole-object and atomic: a file
 is written beside its final name, flushed to disk and renamed over it; an S3 PUT replaces the
 object at once. The calls block: async callers run them in a thread (`asyncio.to_thread`).

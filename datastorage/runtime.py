@@ -25,12 +25,10 @@ import socket
 from collections.abc import Coroutine
 from typing import Any
 
-from datastorage.config import ConfigError, Settings
+from datastorage.config import Settings
 from datastorage.dlq.drain import DrainWorker
 from datastorage.dlq.factory import open_dlq
 from datastorage.dlq.queue import DeadLetterQueue
-from datastorage.ledger.keyfile import KeyFileError, load_signer
-from datastorage.ledger.note import Signer
 from datastorage.ledger.workers import LogWorkers
 from datastorage.objectstore import open_store
 from datastorage.schemas import SchemaValidator
@@ -39,6 +37,7 @@ from datastorage.services.catalog import Catalog
 from datastorage.services.durable import DurableWriter
 from datastorage.services.export import Exporter
 from datastorage.services.holds import LegalHolds
+from datastorage.services.ledger import LogService, configured_signer
 from datastorage.services.notifications import NotificationService
 from datastorage.store import partitions
 from datastorage.store.errors import is_transient
@@ -129,13 +128,11 @@ class Runtime:
         self.export = Exporter(settings, self.db)
         # The log (API server only): its signing key is read now, so a key that cannot be read
         # stops the start (fail closed) instead of running a server whose log is silently off.
-        self.log_signer: Signer | None = None
+        self.log_signer = configured_signer(settings) if run_log else None
         self.log_workers: LogWorkers | None = None
-        if run_log and settings.log_signing_key_file:
-            try:
-                self.log_signer = load_signer(settings.log_signing_key_file)
-            except KeyFileError as exc:  # the message names the file, never the key
-                raise ConfigError(f"DATASTORAGE_LOG_SIGNING_KEY_FILE: {exc}") from exc
+        self.log: LogService | None = None  # the log's reads, for the API
+        if self.log_signer is not None:
+            self.log = LogService.for_signer(settings, self.db, self.log_signer)
             target = None
             if settings.log_publish_url:
                 target = open_store(

@@ -3,7 +3,7 @@
 Routes are named by HTTP method and path template as Starlette serves them (and as the OpenAPI
 document spells them): `("POST", "/api/v1/audit/events")`. Path parameter names do not matter
 (`{event_id}` and `{event_id:event_id}` are the same template), so a renamed parameter cannot
-silently drop a route out of the table. Routes of docs/tamper-evident-log.md that are not served yet are listed so
+silently drop a route out of the table. Routes of the log and compliance endpoints that are not served yet are listed so
 that they are protected the day they appear.
 
 Write routes are *metered*: they spend from the caller's rate budget (docs/auth.md), one unit per

@@ -1,4 +1,5 @@
-"""The replay worker: moves DLQ entries into PostgreSQL while the server serves (docs/operations.md).
+"""The replay worker: moves DLQ entries into PostgreSQL while the server serves
+(docs/operations.md).
 
 `DrainWorker.run()` runs inside every API server process. Per kind it claims batches oldest
 first, hands the records to the injected `replay` callable (one idempotent transaction keyed by

@@ -1,7 +1,8 @@
 """The dead-letter queue contract: value types, errors, the backend protocol, record encoding.
 
 Writes that cannot reach PostgreSQL are appended here and replayed later by the drain worker
- (docs/operations.md). Two backends implement the same protocol: Redis Streams (`redis://`, `rediss://`)
+ (docs/operations.md). Two backends implement the same protocol: Redis Streams (`redis://`,
+ `rediss://`)
 and a local sqlite spool (`file://PATH`); `dlq.factory.open_dlq` builds one from a URL.
 Neither ever evicts an entry that was not replayed or dead-lettered; capacity is bounded and a
 full queue refuses the whole append (`DLQFull`).

@@ -21,7 +21,8 @@ class NotFound(LookupError):
 
 class NotYetSequenced(LookupError):
     """The event is stored but not yet a leaf of a signed checkpoint of the asked size; asking
-    again after `retry_after` seconds may succeed (the tamper-evident log, docs/tamper-evident-log.md)."""
+    again after `retry_after` seconds may succeed (the tamper-evident log,
+    docs/tamper-evident-log.md)."""
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)

@@ -1,5 +1,5 @@
-"""Admin endpoints: DLQ status (docs/operations.md): depth, age, dead letters and bytes per stream, and
-the room the queue has left before appends are refused."""
+"""Admin endpoints: DLQ status (docs/operations.md): depth, age, dead letters and bytes per stream,
+and the room the queue has left before appends are refused."""
 
 from __future__ import annotations
 

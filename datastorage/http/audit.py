@@ -104,8 +104,9 @@ def _event_data(ctx: AppContext, params: dict[str, Any], errors: dict[str, str])
 def event_filters(
     ctx: AppContext, request: Request, extra_errors: Callable[[dict[str, Any]], dict[str, str]]
 ) -> tuple[dict[str, Any], Any, dict[str, dt.datetime | None]]:
-    """The filters (docs/api.md) of a list or export request: (parameters, event_data, time bounds), or
-    the 400 naming every failing parameter (`extra_errors` adds the caller's own checks)."""
+    """The filters (docs/api.md) of a list or export request: (parameters, event_data, time
+    bounds), or the 400 naming every failing parameter (`extra_errors` adds the caller's own
+    checks)."""
     params, errors = ctx.validator.parameter_values("queryAuditEvents", strict_query(request))
     if errors:  # the schema's errors and the caller's, in one problem
         raise validation_error({**errors, **extra_errors(params)})

@@ -1,4 +1,5 @@
-"""`GET /api/v1/audit/export` (docs/compliance.md): the list endpoint's filters, a streamed attachment.
+"""`GET /api/v1/audit/export` (docs/compliance.md): the list endpoint's filters, a streamed
+attachment.
 
 The first chunk is produced before the response starts, so a database that is down, or a
 filter that fails, still answers with a problem; after that the body streams, pulled by the

@@ -1,4 +1,5 @@
-"""Health endpoints (docs/operations.md): live, ready (degraded while only the database is down), full."""
+"""Health endpoints (docs/operations.md): live, ready (degraded while only the database is down),
+full."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Proof that a subset of a tree's leaves belongs to it, with no I/O (used by exports, docs/compliance.md).
+"""Proof that a subset of a tree's leaves belongs to it, with no I/O (used by exports,
+docs/compliance.md).
 
 An export carries some leaves of the tree of a signed checkpoint, each with its leaf index. The
 proof is the list of hashes of the largest subtrees, in the RFC 9162 split (left part = largest

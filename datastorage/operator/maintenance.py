@@ -9,8 +9,9 @@ One pass, every step idempotent and UTC-based:
 4. re-attach other detached month tables that are still inside the retention period;
 5. retire months older than the retention period: `DETACH ... CONCURRENTLY` (writes to other
    months carry on), then `DROP TABLE`; in dry-run mode only say what would be retired. A
-   month holding events of a correlation under legal hold (docs/compliance.md) is not dropped: its other
-   events are deleted and the held ones stay in place, attached, served and provable as before,
+   month holding events of a correlation under legal hold (docs/compliance.md) is not dropped: its
+   other events are deleted and the held ones stay in place, attached, served and provable as
+   before,
    until a pass after the release finds none held and retires the month. Each month's
    decision and action run under the holds lock (`store.holds`), so a hold placed concurrently
    is either seen or waits until the month is done. With `DATASTORAGE_ARCHIVE_URL` the month is

@@ -96,8 +96,9 @@ class SchemaValidator:
         a few microseconds; only an invalid body pays for the full error report.
 
         A valid body is normalized in place, the one place for it: a `null` in a field marked
-        `x-null-means-absent` is removed (docs/compatibility.md), and integer fields become `int` (JSON
-        Schema counts `5.0` as an integer; the handlers and PostgreSQL must not see a float)."""
+        `x-null-means-absent` is removed (docs/compatibility.md), and integer fields become `int`
+        (JSON Schema counts `5.0` as an integer; the handlers and PostgreSQL must not see a
+        float)."""
         fast = self._fast.get(operation_id)
         if fast is None or not fast.is_valid(data):
             errors = collect_field_errors(self._bodies[operation_id].iter_errors(data), root)

@@ -1,5 +1,5 @@
-"""Archive before retirement (docs/compliance.md): a month past retention is exported (NDJSON with its
-manifest, zstd-compressed) to `DATASTORAGE_ARCHIVE_URL`, read back and verified, and only then
+"""Archive before retirement (docs/compliance.md): a month past retention is exported (NDJSON with
+its manifest, zstd-compressed) to `DATASTORAGE_ARCHIVE_URL`, read back and verified, and only then
 may maintenance retire it. Also what `datastorage archive list | verify | restore` do.
 
 One object per month, `audit_events_YYYY_MM.ndjson.zst`. The export is the HTTP export's code

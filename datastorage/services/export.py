@@ -1,4 +1,5 @@
-"""Streaming exports of audit events (docs/compliance.md): NDJSON with a verifiable manifest, or CSV.
+"""Streaming exports of audit events (docs/compliance.md): NDJSON with a verifiable manifest, or
+CSV.
 
 Both are async iterators of byte chunks that the HTTP layer streams as they come. Rows are
 pulled from a server-side cursor one batch at a time, and a batch is pulled only when the

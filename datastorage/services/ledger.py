@@ -1,5 +1,5 @@
-"""The tamper-evident log as the API serves it (docs/tamper-evident-log.md): the latest signed checkpoint, inclusion
-and consistency proofs against signed tree sizes, and the verifier key.
+"""The tamper-evident log as the API serves it (docs/tamper-evident-log.md): the latest signed
+checkpoint, inclusion and consistency proofs against signed tree sizes, and the verifier key.
 
 Every proof is relative to a signed checkpoint: a size above the latest checkpoint is refused,
 since a client could not check a root nobody signed. This service only reads; the sequencer, the
@@ -18,7 +18,7 @@ from datastorage.config import ConfigError, Settings
 from datastorage.domain.errors import InvalidInput, NotFound, NotYetSequenced
 from datastorage.ledger import proofs
 from datastorage.ledger.keyfile import KeyFileError, load_signer
-from datastorage.ledger.note import Verifier
+from datastorage.ledger.note import Signer, Verifier
 from datastorage.store import audit_queries
 from datastorage.store import ledger as store
 from datastorage.store.connect import DatabaseConnection
@@ -32,13 +32,10 @@ class LogService:
         self.retry_after = max(1, retry_after)
 
     @classmethod
-    def from_settings(cls, settings: Settings, db: Database) -> LogService | None:
-        """The service when a signing key is configured (None: the log is off)."""
-        verifier = configured_verifier(settings)
-        if verifier is None:
-            return None
+    def for_signer(cls, settings: Settings, db: Database, signer: Signer) -> LogService:
+        """The reads of the log signed by `signer` (only its public half is kept)."""
         # A client retrying a not-yet-sequenced event waits about one checkpoint interval.
-        return cls(db, verifier, retry_after=math.ceil(settings.log_checkpoint_interval))
+        return cls(db, signer.verifier, retry_after=math.ceil(settings.log_checkpoint_interval))
 
     @property
     def verifier_key(self) -> str:
@@ -88,13 +85,13 @@ class LogService:
             return await proofs.consistency(conn, first, second)
 
 
-def configured_verifier(settings: Settings) -> Verifier | None:
-    """The verifier key of the configured signing key (None: the log is off). An unreadable or
-    malformed key is a configuration error: the server refuses to start (fail closed)."""
+def configured_signer(settings: Settings) -> Signer | None:
+    """The configured signing key (None: the log is off). An unreadable or malformed key is a
+    configuration error that names the file, never the key: the server refuses to start."""
     if not settings.log_signing_key_file:
         return None
     try:
-        return load_signer(settings.log_signing_key_file).verifier
+        return load_signer(settings.log_signing_key_file)
     except KeyFileError as exc:
         raise ConfigError(f"DATASTORAGE_LOG_SIGNING_KEY_FILE: {exc}") from exc
 

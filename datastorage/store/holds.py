@@ -1,5 +1,5 @@
-"""SQL of legal holds (docs/compliance.md): the `legal_holds` table, the lock that orders hold changes
-against retirement, and the retention queries that spare held events.
+"""SQL of legal holds (docs/compliance.md): the `legal_holds` table, the lock that orders hold
+changes against retirement, and the retention queries that spare held events.
 
 The ordering rule: a hold change (place or release) and the retirement of a month never
 interleave. A hold change takes `HOLDS_LOCK` shared for its transaction (changes do not block

@@ -128,8 +128,9 @@ class LogStatus:
 
 
 async def log_status(conn: AsyncConnection) -> LogStatus:
-    """What the docs/tamper-evident-log.md gauges report, in one query. The oldest pending row is the first in `seq`
-    order (read through the primary key: no scan, however long the queue)."""
+    """What the log's gauges report (docs/tamper-evident-log.md), in one query. The oldest pending
+    row is the first in `seq` order (read through the primary key: no scan, however long the
+    queue)."""
     cur = await conn.execute(
         "SELECT (SELECT tree_size FROM log_tree),"
         " coalesce(extract(epoch FROM now() - (SELECT queued_at FROM log_pending"

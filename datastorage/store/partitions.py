@@ -1,4 +1,5 @@
-"""Monthly partitions of audit_events: naming, creation, inspection, maintenance (docs/operations.md).
+"""Monthly partitions of audit_events: naming, creation, inspection, maintenance
+(docs/operations.md).
 
 Every partition covers one UTC calendar month and is named `audit_events_YYYY_MM`. Creation is
 idempotent and also re-attaches a same-named table that was detached. The functions take an

@@ -1,5 +1,5 @@
-"""The alerting rules (docs/operations.md): promtool accepts them, every alert fires on its case and stays
-quiet on its counter-case, every alert has a runbook and every runbook an alert, and every
+"""The alerting rules (docs/operations.md): promtool accepts them, every alert fires on its case
+and stays quiet on its counter-case, every alert has a runbook and every runbook an alert, and every
 metric a rule or a dashboard panel reads is one the service exports.
 
 The promtool unit-test file is generated from CASES below (one firing and one quiet series set

@@ -1,5 +1,5 @@
-"""Chart values of the archive target (docs/compliance.md): the URL and endpoint reach both containers
-through the ConfigMap; the credentials Secret is mounted as environment of the operator
+"""Chart values of the archive target (docs/compliance.md): the URL and endpoint reach both
+containers through the ConfigMap; the credentials Secret is mounted as environment of the operator
 container only (maintenance archives; the API server never needs the credentials); a URL that
 is neither file:/// nor s3:// is refused by the values schema."""
 

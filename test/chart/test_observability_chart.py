@@ -1,5 +1,5 @@
-"""The chart's operations objects (docs/operations.md): the PrometheusRule renders exactly the plain rules
-file (with absolute runbook links) and promtool accepts the rendered groups; the Grafana
+"""The chart's operations objects (docs/operations.md): the PrometheusRule renders exactly the
+plain rules file (with absolute runbook links) and promtool accepts the rendered groups; the Grafana
 dashboard ConfigMap carries the dashboard file and the sidecar label; the `helm test` Pod runs
 restricted and its script really writes and reads back an event against a running server.
 """

@@ -1,4 +1,5 @@
-"""Clients generated from the reference contract (V1.0) keep working unchanged (docs/compatibility.md).
+"""Clients generated from the reference contract (V1.0) keep working unchanged
+(docs/compatibility.md).
 
 The requests below are what such a client sends: an explicit `null` for each optional field
 the reference declares nullable, a workflow with the fields the reference requires. They go to

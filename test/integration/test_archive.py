@@ -1,5 +1,5 @@
-"""Archive before retirement (docs/compliance.md) to a directory and to S3 (moto's standalone server):
-a month past retention is archived, read back and verified, then dropped; an unreachable
+"""Archive before retirement (docs/compliance.md) to a directory and to S3 (moto's standalone
+server): a month past retention is archived, read back and verified, then dropped; an unreachable
 target keeps the month and counts the failure, and a later pass archives it; a corrupted
 archive fails `archive verify`; `archive restore` brings the rows back exactly (their leaf
 hashes match the log's)."""

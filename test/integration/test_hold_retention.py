@@ -1,5 +1,5 @@
-"""Retention that respects legal holds (docs/compliance.md): a retired month keeps its held events in
-place (list and GET unchanged) until a pass after the release; a hold placed concurrently with
+"""Retention that respects legal holds (docs/compliance.md): a retired month keeps its held events
+in place (list and GET unchanged) until a pass after the release; a hold placed concurrently with
 a retirement pass, in either order, is never lost. Each test has its own database and server."""
 
 from __future__ import annotations

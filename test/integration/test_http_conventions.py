@@ -1,4 +1,5 @@
-"""HTTP conventions (docs/architecture.md), notifications (docs/api.md), metrics (docs/operations.md), OpenAPI, burst on the pool."""
+"""HTTP conventions (docs/architecture.md), notifications (docs/api.md), metrics
+(docs/operations.md), OpenAPI, burst on the pool."""
 
 from __future__ import annotations
 

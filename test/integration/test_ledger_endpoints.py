@@ -1,5 +1,6 @@
-"""The log's endpoints (docs/tamper-evident-log.md) on a real server (Hypercorn subprocess) with a signing key, over
-a log built by the sequencer and signer: everything a client gets is checked the way an auditor
+"""The log's endpoints (docs/tamper-evident-log.md) on a real server (Hypercorn subprocess) with a
+signing key, over a log built by the sequencer and signer: everything a client gets is checked the
+way an auditor
 would, with the pinned key, the event as GET returns it, RFC 8785 and the RFC 9162 algorithms.
 Without a key the endpoints say the log is off."""
 

@@ -1,5 +1,6 @@
-"""The tamper-evident log in the running server (docs/tamper-evident-log.md, issue 12 acceptance 3 and 5): real
-server processes with a signing key, a real PostgreSQL that is stopped mid-run, a shared Redis
+"""The tamper-evident log in the running server (docs/tamper-evident-log.md, issue 12 acceptance 3
+and 5): real server processes with a signing key, a real PostgreSQL that is stopped mid-run, a
+shared Redis
 DLQ, and the process that sequences killed with SIGKILL mid-run. Afterwards every stored event is
 exactly one leaf, no leaf lacks its row, every signed checkpoint verifies, consecutive
 checkpoints are consistent, and the published copies equal the signed ones."""

@@ -1,5 +1,5 @@
-"""Legal holds API (docs/compliance.md): validation names the field, 201 then 200 unchanged, 404 when not
-held, release, paging, and the self-audit events of each change."""
+"""Legal holds API (docs/compliance.md): validation names the field, 201 then 200 unchanged, 404
+when not held, release, paging, and the self-audit events of each change."""
 
 from __future__ import annotations
 

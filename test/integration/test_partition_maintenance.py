@@ -1,5 +1,6 @@
 """Partition maintenance against a real PostgreSQL: window, repair, retention, locking, CLI,
-and failure isolation of the write path (docs/operations.md). Each test gets its own migrated database."""
+and failure isolation of the write path (docs/operations.md). Each test gets its own migrated
+database."""
 
 from __future__ import annotations
 

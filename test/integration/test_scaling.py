@@ -1,5 +1,5 @@
-"""Scale (docs/scaling.md) with real components: a streaming read replica made by `pg_basebackup -R`,
-PgBouncer in transaction mode, and two API server processes on one database.
+"""Scale (docs/scaling.md) with real components: a streaming read replica made by `pg_basebackup
+-R`, PgBouncer in transaction mode, and two API server processes on one database.
 
 The replica tests read PostgreSQL's own statistics on the replica to show who answered, and
 cause the faults for real: replay paused with `pg_wal_replay_pause()`, the replica crashed.

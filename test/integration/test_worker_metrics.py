@@ -1,5 +1,5 @@
-"""Whole-server `/metrics` with several worker processes (docs/operations.md): whichever worker answers
-the scrape, counters and histograms are the sums over all workers; a worker killed with
+"""Whole-server `/metrics` with several worker processes (docs/operations.md): whichever worker
+answers the scrape, counters and histograms are the sums over all workers; a worker killed with
 SIGKILL is respawned and no counter goes backwards or counts twice.
 
 Real servers (Hypercorn and Uvicorn, 2 and 4 workers) against a real PostgreSQL; every request

@@ -1,5 +1,6 @@
-"""One active operator across replicas (docs/operations.md): two `datastorage operator` processes peer
-through a KopfPeering object in the Kubernetes stand-in; only the higher-priority one reconciles
+"""One active operator across replicas (docs/operations.md): two `datastorage operator` processes
+peer through a KopfPeering object in the Kubernetes stand-in; only the higher-priority one
+reconciles
 RemediationWorkflows and runs partition maintenance; killed with SIGKILL, it is replaced by the
 other once its peering record expires.
 """

@@ -1,5 +1,6 @@
-"""Connections through a transaction pooler carry no session state (docs/scaling.md): PgBouncer refuses
-the `options` startup parameter, and prepared statements would be looked up on whichever server
+"""Connections through a transaction pooler carry no session state (docs/scaling.md): PgBouncer
+refuses the `options` startup parameter, and prepared statements would be looked up on whichever
+server
 session the next transaction lands on."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
--- The tamper-evident log (docs/tamper-evident-log.md): one append-only RFC 6962 Merkle tree over every stored event.
+-- The tamper-evident log (docs/tamper-evident-log.md): one append-only RFC 6962 Merkle tree over
+-- every stored event.
 
 -- Events stored but not yet leaves. A write adds its events here in the same transaction as the
 -- insert, so a row appears exactly when its event commits; the sequencer admits committed rows

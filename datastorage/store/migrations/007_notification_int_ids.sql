@@ -1,4 +1,5 @@
--- Notification records get an int64 number, which the API shows as `id` (docs/compatibility.md: clients of
+-- Notification records get an int64 number, which the API shows as `id` (docs/compatibility.md:
+-- clients of
 -- the reference contract decode it as an integer). The uuid key stays as it is: a DLQ record
 -- carries it, so replays stay idempotent, and the previous version of the server (still
 -- serving during a rolling upgrade, or again after a rollback) keeps writing through it.
