@@ -345,6 +345,11 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def log_on(self) -> bool:
+        """Whether the tamper-evident log runs (a signing key is configured)."""
+        return bool(self.log_signing_key_file)
+
     def require_database_url(self) -> str:
         """The libpq URL with the password from the password file applied, if one is set."""
         if not self.database_url:

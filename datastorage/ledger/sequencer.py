@@ -3,18 +3,22 @@
 Each round is one transaction. It takes a transaction-scoped advisory lock without waiting (so one
 sequencer runs at a time across every process and replica; the others simply skip the round),
 takes the oldest pending rows (only committed rows are visible, so late commits and DLQ replays
-become later leaves and nothing relies on id or timestamp order), reads those events in the GET
-shape, hashes their canonical bytes, appends the leaves and every new complete-subtree hash,
-updates the tree state and deletes the pending rows. A crash (even kill -9) mid-round rolls the
-whole round back: nothing is lost and nothing is half-appended.
+become later leaves and nothing relies on id or timestamp order), takes each one's leaf hash as
+its writer queued it (or, when none was queued, reads the event in the GET shape and hashes its
+canonical bytes), appends the leaves and every new complete-subtree hash, updates the tree state
+and deletes the pending rows. A crash (even kill -9) mid-round rolls the whole round back:
+nothing is lost and nothing is half-appended.
 
-An event that is already a leaf (registered twice) or whose row is gone is dropped from pending
-without becoming a leaf; the verifier reports a row that never became a leaf as `unsequenced`.
+An event that is already a leaf (registered twice), or that was queued without a hash and whose
+row is gone, is dropped from pending without becoming a leaf; the verifier reports a row that
+never became a leaf as `unsequenced`. An event queued with its hash becomes a leaf even if its
+row was deleted meanwhile: it was stored, and `verify` reports the deletion.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -64,13 +68,16 @@ async def sequence_once(conn: AsyncConnection, batch_size: int) -> Round:
         state = await store.tree_state(conn, for_update=True)
         if not pending:
             return Round(0, 0, state.size)
-        keys = list(dict.fromkeys((p.event_id, p.event_date) for p in pending))
-        already = await store.sequenced_event_ids(conn, [event_id for event_id, _ in keys])
-        events = await store.events_by_key(conn, keys)
+        first: dict[tuple[str, dt.date], bytes | None] = {}
+        for p in pending:
+            first.setdefault((p.event_id, p.event_date), p.leaf_hash)
+        already = await store.sequenced_event_ids(conn, [event_id for event_id, _ in first])
+        unhashed = [key for key, leaf in first.items() if leaf is None]
+        events = await store.events_by_key(conn, unhashed)
         leaves: list[store.NewLeaf] = []
-        for event_id, event_date in keys:
+        for (event_id, event_date), leaf in first.items():
             event = events.get((event_id, event_date))
-            if event_id in already or event is None:
+            if event_id in already or (leaf is None and event is None):
                 log.warning(
                     "log: pending event %s (%s) not appended: %s",
                     event_id,
@@ -79,7 +86,9 @@ async def sequence_once(conn: AsyncConnection, batch_size: int) -> Round:
                 )
                 continue
             already.add(event_id)
-            leaves.append(store.NewLeaf(event_id, event_date, event_leaf_hash(event)))
+            if leaf is None:
+                leaf = event_leaf_hash(event)  # type: ignore[arg-type]
+            leaves.append(store.NewLeaf(event_id, event_date, leaf))
         if leaves:
             appended = merkle.append_leaves(
                 state.size, await frontier(conn, state), [leaf.leaf_hash for leaf in leaves]

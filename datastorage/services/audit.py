@@ -124,6 +124,7 @@ class AuditService:
             db,
             lock_timeout=settings.partition_lock_timeout,
             on_partition_created=partition_created,
+            leaf_hashes=settings.log_on,
         )
         self.bounds = TimeBounds(
             dt.timedelta(seconds=settings.timestamp_max_age),
@@ -270,6 +271,7 @@ class AuditService:
                 events,
                 client_ids=client_ids,
                 lock_timeout=self.settings.partition_lock_timeout,
+                leaf_hashes=self.settings.log_on,
                 on_partition_created=partition_created,
             )
 
@@ -284,6 +286,7 @@ class AuditService:
                     batch,
                     complete=batch.complete,
                     lock_timeout=self.settings.partition_lock_timeout,
+                    leaf_hashes=self.settings.log_on,
                     on_partition_created=partition_created,
                 )
 
@@ -316,7 +319,13 @@ class AuditService:
         month = partitions.month_of(dt.date.fromisoformat(event["event_date"]))
         lock_timeout = self.settings.partition_lock_timeout
         await partitions.ensure_month(conn, month, lock_timeout)
-        await audit_writes.insert_event(conn, event, client_id=False, lock_timeout=lock_timeout)
+        await audit_writes.insert_event(
+            conn,
+            event,
+            client_id=False,
+            lock_timeout=lock_timeout,
+            leaf_hashes=self.settings.log_on,
+        )
         return event
 
     # -- reads --------------------------------------------------------------------------------

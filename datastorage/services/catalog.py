@@ -35,7 +35,6 @@ Decisions where the spec is silent:
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -49,7 +48,6 @@ from datastorage.metrics import AUDIT_TRACES
 from datastorage.schemas import SchemaValidator
 from datastorage.services.audit import SELF_ACTOR_ID, AuditService, self_audit_body
 from datastorage.services.durable import WriteUnavailable
-from datastorage.store import audit_writes, partitions
 from datastorage.store import workflows as store
 from datastorage.store.errors import Conflict
 from datastorage.store.pool import Database
@@ -158,7 +156,6 @@ class Catalog:
         # operator reconciles from, and which changes) always reads the primary.
         self.reads = reads or ReadRouter(audit.settings, db, None)
         self.audit = audit
-        self.lock_timeout = audit.settings.partition_lock_timeout
         self.validator = validator
         self._spawn = spawn or self._keep_task
         self._tasks: set[asyncio.Task] = set()
@@ -362,17 +359,7 @@ class Catalog:
         """Insert the self-audit event in the caller's transaction (committed with the change);
         `recorded_by` is the authenticated caller who asked for the change (None for the
         operator, which no request reviewed)."""
-        event = self.audit.event_from(change_event_body(action, row, data), recorded_by)
-        # Make sure the month exists before inserting: a failed insert would abort the
-        # catalog transaction, so the write path's create-and-retry cannot run here.
-        month = partitions.month_of(dt.date.fromisoformat(event["event_date"]))
-        await partitions.ensure_month(conn, month, self.lock_timeout)
-        await audit_writes.insert_event(
-            conn,
-            event,
-            client_id=False,
-            lock_timeout=self.lock_timeout,
-        )
+        await self.audit.record_in(conn, change_event_body(action, row, data), recorded_by)
 
     @staticmethod
     def _count_event() -> None:

@@ -119,6 +119,7 @@ class DurableWriter:
                     conn,
                     records,
                     lock_timeout=self.settings.partition_lock_timeout,
+                    leaf_hashes=self.settings.log_on,
                     on_partition_created=partition_created,
                 )
             else:

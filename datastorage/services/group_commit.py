@@ -38,12 +38,14 @@ class GroupCommitter:
         *,
         lock_timeout: float,
         on_partition_created: Callable[[list[str]], None],
+        leaf_hashes: bool,
         max_group: int = 500,
         max_flushers: int = 8,
     ) -> None:
         self.db = db
         self.lock_timeout = lock_timeout
         self.on_partition_created = on_partition_created
+        self.leaf_hashes = leaf_hashes
         self.max_group = max_group
         self.max_flushers = max_flushers
         self._queue: list[Item] = []
@@ -82,7 +84,7 @@ class GroupCommitter:
         items = [(event, client_id) for event, client_id, _ in group]
         async with self.db.connection() as conn:
             try:
-                return await audit_writes.insert_group(conn, items)
+                return await audit_writes.insert_group(conn, items, leaf_hashes=self.leaf_hashes)
             except Exception as exc:
                 if not is_missing_partition(exc):
                     raise
@@ -100,7 +102,9 @@ class GroupCommitter:
                 else:
                     retry.append(index)
             if retry:
-                stored = await audit_writes.insert_group(conn, [items[i] for i in retry])
+                stored = await audit_writes.insert_group(
+                    conn, [items[i] for i in retry], leaf_hashes=self.leaf_hashes
+                )
                 for index, result in zip(retry, stored, strict=True):
                     results[index] = result
             return results

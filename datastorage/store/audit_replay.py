@@ -39,10 +39,10 @@ _MERGE = ledger.registering(
 )
 
 
-async def _merge(conn: AsyncConnection) -> None:
+async def _merge(conn: AsyncConnection, queued: ledger.Queued) -> None:
     """Move the temp table's rows into audit_events, skipping those already stored (and queue
-    the rows stored for the log)."""
-    await conn.execute(_MERGE)
+    the rows stored for the log, with their leaf hashes from `queued`)."""
+    await conn.execute(_MERGE, queued.params())
 
 
 async def replay_events(
@@ -50,6 +50,7 @@ async def replay_events(
     events: list[dict[str, Any]],
     *,
     lock_timeout: float,
+    leaf_hashes: bool,
     on_partition_created: Any = None,
 ) -> None:
     """Idempotent bulk insert for DLQ replay, one transaction, keyed by (event_id, event_date).
@@ -60,12 +61,14 @@ async def replay_events(
     async with conn.transaction():
         await attach_parent_dates(conn, events, strict=False)
         try:
-            await copy_with_partitions(conn, events, lock_timeout, on_partition_created)
+            await copy_with_partitions(
+                conn, events, lock_timeout, on_partition_created, leaf_hashes=leaf_hashes
+            )
             return
         except errors.UniqueViolation:
             pass
         await conn.execute(_CREATE_TEMP)
-        await copy_rows(conn, events, table=_TEMP_TABLE)
+        queued = await copy_rows(conn, events, leaf_hashes=leaf_hashes, table=_TEMP_TABLE)
         await with_partitions(
-            conn, events, lock_timeout, on_partition_created, lambda: _merge(conn)
+            conn, events, lock_timeout, on_partition_created, lambda: _merge(conn, queued)
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import operator
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -51,47 +51,67 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("is_sensitive", "is_sensitive"),
     ("recorded_by", "recorded_by"),
 )
+# Every column GET returns: COLUMNS and created_at. Every write sets created_at itself (the time
+# the storing process ran the statement, `stamp`) rather than leaving it to the column's default,
+# so the writer knows the whole stored event and can compute its leaf for the tamper-evident log.
+STORED_COLUMNS: tuple[tuple[str, str], ...] = (*COLUMNS, ("created_at", "created_at"))
 COLUMN_NAMES = [column for column, _ in COLUMNS]
-SELECT_LIST = sql.SQL(", ").join(
-    [sql.Identifier(c) for c in COLUMN_NAMES] + [sql.Identifier("created_at")]
-)
-INSERT_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMN_NAMES)
+SELECT_LIST = sql.SQL(", ").join(sql.Identifier(c) for c, _ in STORED_COLUMNS)
+INSERT_COLUMNS = SELECT_LIST
 
 _SELECT_BY_IDS = sql.SQL("SELECT {cols} FROM audit_events WHERE event_id = ANY(%s)").format(
     cols=SELECT_LIST
 )
 _PARENT_DATES = "SELECT event_id, event_date FROM audit_events WHERE event_id = ANY(%s)"
 
-_API_NAMES = operator.itemgetter(*(name for _, name in COLUMNS))
+_API_NAMES = operator.itemgetter(*(name for _, name in STORED_COLUMNS))
 _EVENT_DATA_INDEX = COLUMN_NAMES.index("event_data")
 
 
+def stamp(events: Iterable[dict[str, Any]]) -> str:
+    """Set created_at on events about to be stored by one statement (they share the moment, as
+    rows of one transaction share now()); returns it."""
+    created_at = format_timestamp(dt.datetime.now(dt.UTC))
+    for event in events:
+        event["created_at"] = created_at
+    return created_at
+
+
+def stored_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The event GET will return for a stamped event about to be stored (what its leaf hashes)."""
+    return dict(zip(_STORED_NAMES, _API_NAMES(event), strict=True))
+
+
+_STORED_NAMES = [name for _, name in STORED_COLUMNS]
+
+
 def row_values(event: Mapping[str, Any]) -> list[Any]:
-    """The parameters of one INSERT row, in column order."""
+    """The parameters of one INSERT row of a stamped event, in column order."""
     return [
         Jsonb(event.get(name)) if column == "event_data" else event.get(name)
-        for column, name in COLUMNS
+        for column, name in STORED_COLUMNS
     ]
 
 
 def copy_row(event: Mapping[str, Any]) -> list[Any]:
-    """One COPY row (events carry every key: normalize_event sets them all)."""
+    """One COPY row of a stamped event (events carry every key: normalize_event sets them all)."""
     row = list(_API_NAMES(event))
     row[_EVENT_DATA_INDEX] = orjson.dumps(row[_EVENT_DATA_INDEX]).decode()
     return row
 
 
 def json_rows(events: Sequence[Mapping[str, Any]]) -> str:
-    """Events as one JSON array of records keyed by column, for jsonb_populate_recordset."""
+    """Stamped events as one JSON array of records keyed by column, for
+    jsonb_populate_recordset."""
     return orjson.dumps(
-        [{column: e.get(name) for column, name in COLUMNS} for e in events]
+        [{column: e.get(name) for column, name in STORED_COLUMNS} for e in events]
     ).decode()
 
 
 def row_to_event(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored row as the API shows it: every column, with its stored value."""
     event: dict[str, Any] = {}
-    for column, name in (*COLUMNS, ("created_at", "created_at")):
+    for column, name in STORED_COLUMNS:
         value = row[column]
         if isinstance(value, dt.datetime):
             value = format_timestamp(value)

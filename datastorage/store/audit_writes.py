@@ -22,13 +22,14 @@ from psycopg import AsyncConnection, errors, sql
 from datastorage.domain.events import same_content
 from datastorage.store import ledger, partitions
 from datastorage.store.audit_rows import (
-    COLUMNS,
     INSERT_COLUMNS,
+    STORED_COLUMNS,
     copy_row,
     fetch_by_ids,
     json_rows,
     parent_dates,
     row_values,
+    stamp,
 )
 from datastorage.store.errors import Conflict, is_missing_partition
 
@@ -39,7 +40,7 @@ _INSERT = ledger.registering(
         "INSERT INTO audit_events ({cols}) VALUES ({vals}) "
         "ON CONFLICT (event_id, event_date) DO NOTHING "
         "RETURNING event_id, event_date, created_at"
-    ).format(cols=INSERT_COLUMNS, vals=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS))),
+    ).format(cols=INSERT_COLUMNS, vals=sql.SQL(", ").join(sql.Placeholder() * len(STORED_COLUMNS))),
     sql.SQL("SELECT created_at FROM stored"),
 )
 
@@ -104,37 +105,51 @@ class WriteResult:
 # ---- the statements that store rows ----------------------------------------------------------
 
 
-async def _insert_row(conn: AsyncConnection, event: Mapping[str, Any]) -> Any:
+# `leaf_hashes` (the log is on): queue each stored event with its leaf hash (`store.ledger`).
+
+
+async def _insert_row(conn: AsyncConnection, event: dict[str, Any], leaf_hashes: bool) -> Any:
     """INSERT one event; None when (event_id, event_date) is already stored."""
-    cur = await conn.execute(_INSERT, row_values(event))
+    stamp([event])
+    queued = ledger.Queued.of([event], leaf_hashes)
+    cur = await conn.execute(_INSERT, (*row_values(event), *queued.params()))
     return await cur.fetchone()
 
 
-async def _insert_rows(conn: AsyncConnection, events: Sequence[Mapping[str, Any]]) -> set[str]:
+async def _insert_rows(
+    conn: AsyncConnection, events: Sequence[dict[str, Any]], leaf_hashes: bool
+) -> set[str]:
     """INSERT events in one statement; returns the event_ids stored (not already there)."""
-    cur = await conn.execute(_INSERT_GROUP, (json_rows(events),))
+    stamp(events)
+    queued = ledger.Queued.of(events, leaf_hashes)
+    cur = await conn.execute(_INSERT_GROUP, (json_rows(events), *queued.params()))
     return {row[0] for row in await cur.fetchall()}
 
 
 async def copy_rows(
     conn: AsyncConnection,
-    events: Iterable[Mapping[str, Any]],
+    events: Iterable[dict[str, Any]],
     *,
+    leaf_hashes: bool,
     table: str = "audit_events",
     complete: Callable[[], Any] | None = None,
-) -> None:
+) -> ledger.Queued:
     """COPY events into `table` (audit_events, or the replay's temp table), one row as the
     iterable yields it; `complete()` runs after the last row, before the COPY ends. Rows copied
-    into audit_events are then queued for the log in the same transaction."""
-    keys: list[tuple[Any, Any]] = []
+    into audit_events are then queued for the log in the same transaction; returns what was
+    (or, for the temp table, is to be) queued."""
+    queued = ledger.Queued(leaf_hashes)
+    created_at = stamp([])
     async with conn.cursor().copy(_copy_sql(table)) as copy:
         for event in events:
+            event["created_at"] = created_at
             await copy.write_row(copy_row(event))
-            keys.append((event["event_id"], event["event_date"]))
+            queued.add(event)
         if complete is not None:
             complete()
     if table == "audit_events":
-        await ledger.register_keys(conn, keys)
+        await ledger.register(conn, queued)
+    return queued
 
 
 # ---- partitions -----------------------------------------------------------------------------
@@ -186,9 +201,11 @@ def month_of_event(event: Mapping[str, Any]) -> dt.date:
 
 async def copy_with_partitions(
     conn: AsyncConnection,
-    events: Iterable[Mapping[str, Any]],
+    events: Iterable[dict[str, Any]],
     lock_timeout: float,
     on_partition_created: Any,
+    *,
+    leaf_hashes: bool,
     complete: Callable[[], Any] | None = None,
 ) -> None:
     """copy_rows into audit_events, creating missing months (the rows are then read again)."""
@@ -197,7 +214,7 @@ async def copy_with_partitions(
         events,
         lock_timeout,
         on_partition_created,
-        lambda: copy_rows(conn, events, complete=complete),
+        lambda: copy_rows(conn, events, leaf_hashes=leaf_hashes, complete=complete),
     )
 
 
@@ -210,6 +227,7 @@ async def insert_event(
     *,
     client_id: bool,
     lock_timeout: float,
+    leaf_hashes: bool,
     on_partition_created: Any = None,
 ) -> WriteResult:
     """Store one event. A resend of a stored event_id returns the stored one (created=False),
@@ -221,7 +239,11 @@ async def insert_event(
         if existing is not None:
             return _resend(existing, event)
     row = await with_partitions(
-        conn, [event], lock_timeout, on_partition_created, lambda: _insert_row(conn, event)
+        conn,
+        [event],
+        lock_timeout,
+        on_partition_created,
+        lambda: _insert_row(conn, event, leaf_hashes),
     )
     if row is None:  # same (event_id, event_date) committed concurrently
         existing = (await fetch_by_ids(conn, [event["event_id"]]))[event["event_id"]]
@@ -248,7 +270,7 @@ def _resend_result(existing: dict[str, Any], event: dict[str, Any]) -> WriteResu
 
 
 async def insert_group(
-    conn: AsyncConnection, items: Sequence[tuple[dict[str, Any], bool]]
+    conn: AsyncConnection, items: Sequence[tuple[dict[str, Any], bool]], *, leaf_hashes: bool
 ) -> list[WriteResult | Exception]:
     """Store (event, client_chose_id) pairs in one transaction. Per item: a WriteResult
     (created, or an identical resend) or the exception that item alone must raise (Conflict,
@@ -272,7 +294,7 @@ async def insert_group(
                 results[index] = _resend_result(existing[event["event_id"]], event)
         pending = [i for i, r in enumerate(results) if r is None]
         if pending:
-            inserted = await _insert_rows(conn, [items[i][0] for i in pending])
+            inserted = await _insert_rows(conn, [items[i][0] for i in pending], leaf_hashes)
             raced = []
             for index in pending:
                 event_id = items[index][0]["event_id"]
@@ -298,6 +320,7 @@ async def insert_batch(
     *,
     client_ids: Collection[str],
     lock_timeout: float,
+    leaf_hashes: bool,
     on_partition_created: Any = None,
 ) -> tuple[int, list[int]]:
     """Store a batch atomically with COPY. Items whose client-chosen event_id is already stored
@@ -316,16 +339,19 @@ async def insert_batch(
             return 0, conflicts
         fresh = [e for e in events if e["event_id"] not in existing]
         if fresh:
-            await copy_with_partitions(conn, fresh, lock_timeout, on_partition_created)
+            await copy_with_partitions(
+                conn, fresh, lock_timeout, on_partition_created, leaf_hashes=leaf_hashes
+            )
         return len(fresh), []
 
 
 async def copy_events(
     conn: AsyncConnection,
-    events: Iterable[Mapping[str, Any]],
+    events: Iterable[dict[str, Any]],
     *,
     complete: Callable[[], Any],
     lock_timeout: float,
+    leaf_hashes: bool,
     on_partition_created: Any = None,
 ) -> None:
     """Store, with one COPY, events that name no parent and no client-chosen id, writing each
@@ -333,4 +359,6 @@ async def copy_events(
     works on the first rows meanwhile. `complete()` runs after the last row, before the
     commit; if it raises, nothing is stored. On a missing partition the iterable is read
     again (it must replay what it yielded)."""
-    await copy_with_partitions(conn, events, lock_timeout, on_partition_created, complete)
+    await copy_with_partitions(
+        conn, events, lock_timeout, on_partition_created, leaf_hashes=leaf_hashes, complete=complete
+    )

@@ -9,7 +9,7 @@ transaction lock (`try_lock`) so that one of each runs at a time across processe
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,8 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
-from datastorage.store.audit_rows import row_to_event
+from datastorage.ledger.leaf import exact_leaf_hash
+from datastorage.store.audit_rows import row_to_event, stored_event
 
 SEQUENCER_LOCK = 0x64617461_0012  # arbitrary constants shared by every process
 SIGNER_LOCK = 0x64617461_0013
@@ -33,6 +34,7 @@ class Pending:
     seq: int
     event_id: str
     event_date: dt.date
+    leaf_hash: bytes | None  # None: hash the stored row
 
 
 @dataclass(frozen=True)
@@ -57,39 +59,70 @@ class StoredCheckpoint:
 
 # Registration. Every statement that stores audit events also queues them here, in its own
 # transaction, whether or not a signing key is configured: the queue is then complete when the
-# log is turned on later, and the write path does not depend on the log's settings. Only rows
-# actually inserted are queued (an idempotent resend skipped by ON CONFLICT is not), so each
-# stored event is queued once. SQL typed by hand into audit_events is never queued: `verify`
-# reports such a row as `unsequenced`.
+# log is turned on later, and no stored event can miss its leaf. Only rows actually inserted are
+# queued (an idempotent resend skipped by ON CONFLICT is not), so each stored event is queued
+# once. With the log on, the writer also queues each event's leaf hash, computed from the event
+# it is storing (`leaf.exact_leaf_hash`): the sequencer then only appends hashes, and the leaf
+# commits to what the writer stored, not to what the row holds when the sequencer comes by. A
+# pending row without a hash (log off, a float in the event, or queued by an older version) is
+# hashed from its stored row by the sequencer. SQL typed by hand into audit_events is never
+# queued: `verify` reports such a row as `unsequenced`.
+
+
+class Queued:
+    """The (event_id, event_date, leaf hash or None) of events one statement stores, gathered
+    as they are written and passed as three parameter arrays. `leaf_hashes`: with their leaf
+    hashes (the log is on). A key added twice with different content gets no hash (which one is
+    stored is the statement's choice): the sequencer hashes that row from the table."""
+
+    def __init__(self, leaf_hashes: bool) -> None:
+        self.leaf_hashes = leaf_hashes
+        self._found: dict[tuple[Any, Any], bytes | None] = {}
+
+    @classmethod
+    def of(cls, events: Iterable[dict[str, Any]], leaf_hashes: bool) -> Queued:
+        queued = cls(leaf_hashes)
+        for event in events:
+            queued.add(event)
+        return queued
+
+    def add(self, event: dict[str, Any]) -> None:
+        """An event about to be stored (stamped, complete)."""
+        key = (event["event_id"], event["event_date"])
+        leaf = exact_leaf_hash(stored_event(event)) if self.leaf_hashes else None
+        if key in self._found and self._found[key] != leaf:
+            leaf = None
+        self._found[key] = leaf
+
+    def params(self) -> tuple[list[Any], list[Any], list[bytes | None]]:
+        keys = list(self._found)
+        return [k[0] for k in keys], [k[1] for k in keys], list(self._found.values())
+
+
+_KEYS = sql.SQL("unnest(%s::uuid[], %s::date[], %s::bytea[]) AS k(event_id, event_date, leaf_hash)")
 
 
 def registering(insert: sql.Composable, result: sql.Composable) -> sql.Composed:
     """`insert` (an INSERT INTO audit_events ... RETURNING event_id, event_date, ...) as one
     statement that also queues the rows it stored, and answers `result` (a SELECT ... FROM
-    stored)."""
+    stored). Its parameters are the insert's, then `Queued.params()` of the rows offered."""
     return sql.SQL(
         "WITH stored AS ({insert}), queued AS ("
-        "INSERT INTO log_pending (event_id, event_date) "
-        "SELECT event_id, event_date FROM stored) {result}"
-    ).format(insert=insert, result=result)
+        "INSERT INTO log_pending (event_id, event_date, leaf_hash) "
+        "SELECT s.event_id, s.event_date, k.leaf_hash FROM stored s LEFT JOIN {keys} "
+        "ON k.event_id = s.event_id AND k.event_date = s.event_date) {result}"
+    ).format(insert=insert, keys=_KEYS, result=result)
 
 
-async def register_pending(conn: AsyncConnection, events: Iterable[Mapping[str, Any]]) -> None:
+async def register(conn: AsyncConnection, queued: Queued) -> None:
     """Queue stored events for sequencing; call in the transaction that inserts them."""
-    await register_keys(conn, ((event["event_id"], event["event_date"]) for event in events))
-
-
-async def register_keys(conn: AsyncConnection, keys: Iterable[tuple[Any, Any]]) -> None:
-    """Queue (event_id, event_date) pairs; call in the transaction that inserts them."""
-    ids, dates = [], []
-    for event_id, event_date in keys:
-        ids.append(event_id)
-        dates.append(event_date)
-    if ids:
+    params = queued.params()
+    if params[0]:
         await conn.execute(
-            "INSERT INTO log_pending (event_id, event_date) "
-            "SELECT * FROM unnest(%s::uuid[], %s::date[])",
-            (ids, dates),
+            sql.SQL(
+                "INSERT INTO log_pending (event_id, event_date, leaf_hash) SELECT * FROM {keys}"
+            ).format(keys=_KEYS),
+            params,
         )
 
 
@@ -111,7 +144,8 @@ async def try_lock(conn: AsyncConnection, key: int) -> bool:
 async def take_pending(conn: AsyncConnection, limit: int) -> list[Pending]:
     """The oldest committed pending rows (the caller deletes them in the same transaction)."""
     cur = await conn.execute(
-        "SELECT seq, event_id::text, event_date FROM log_pending ORDER BY seq LIMIT %s", (limit,)
+        "SELECT seq, event_id::text, event_date, leaf_hash FROM log_pending ORDER BY seq LIMIT %s",
+        (limit,),
     )
     return [Pending(*row) for row in await cur.fetchall()]
 

@@ -42,7 +42,7 @@ def new_events(count: int, **overrides) -> list[dict]:
 
 async def store_events(conn: psycopg.AsyncConnection, events: list[dict]) -> None:
     """Insert a batch (queued for sequencing in the same transaction)."""
-    await audit_writes.insert_batch(conn, events, client_ids=(), lock_timeout=2)
+    await audit_writes.insert_batch(conn, events, client_ids=(), lock_timeout=2, leaf_hashes=True)
 
 
 def reset_log(db: psycopg.Connection) -> None:

@@ -84,16 +84,29 @@ async def test_registered_twice_or_row_gone_is_dropped_without_a_leaf(log_db, db
     events = new_events(3, correlation_id=f"seq-dup-{uuid.uuid4()}")
     async with connect() as conn:
         await store_events(conn, events)
-        await store.register_pending(conn, events[:1])  # a second registration of one event
+        # A second registration of one event, and one (without a hash) of an event never stored.
+        await store.register(conn, store.Queued.of(events[:1], leaf_hashes=False))
         no_such_row = {"event_id": str(uuid.uuid4()), "event_date": events[0]["event_date"]}
-        await store.register_pending(conn, [no_such_row])
+        await store.register(conn, store.Queued.of([no_such_row], leaf_hashes=False))
         result = await sequence_once(conn, batch_size=100)
         assert (result.appended, result.dropped) == (3, 2)
-        await store.register_pending(conn, events[1:2])  # again, in a later round
+        await store.register(conn, store.Queued.of(events[1:2], leaf_hashes=True))  # again
         result = await sequence_once(conn, batch_size=100)
         assert (result.appended, result.dropped) == (0, 1)
     assert set(_leaf_count(db, [e["event_id"] for e in events]).values()) == {1}
     await check_tree(log_db)
+
+
+async def test_an_event_queued_with_its_hash_is_a_leaf_even_if_its_row_is_gone(log_db, db):
+    """It was stored: the leaf commits to it, and `verify` reports the deletion as `missing`."""
+    connect = connection_source(log_db)
+    events = new_events(2)
+    async with connect() as conn:
+        await store_events(conn, events)
+        await conn.execute("DELETE FROM audit_events WHERE event_id = %s", (events[0]["event_id"],))
+        result = await sequence_once(conn, batch_size=100)
+    assert (result.appended, result.dropped) == (2, 0)
+    assert set(_leaf_count(db, [e["event_id"] for e in events]).values()) == {1}
 
 
 async def test_an_event_inserted_without_registration_never_becomes_a_leaf(log_db, db):
@@ -101,7 +114,7 @@ async def test_an_event_inserted_without_registration_never_becomes_a_leaf(log_d
     registered, bare = new_events(2), new_events(1)
     async with connect() as conn:
         await store_events(conn, registered)
-        await audit_writes.insert_batch(conn, bare, client_ids=(), lock_timeout=2)
+        await audit_writes.insert_batch(conn, bare, client_ids=(), lock_timeout=2, leaf_hashes=True)
         await conn.execute("DELETE FROM log_pending WHERE event_id = %s", (bare[0]["event_id"],))
         await sequence_once(conn, batch_size=100)
     assert _leaf_count(db, [bare[0]["event_id"]]) == {}
@@ -137,7 +150,9 @@ async def test_concurrent_writers_late_commits_and_a_running_sequencer_give_each
         # with an early seq, become visible last, and must still become leaves.
         async with connect() as conn, conn.transaction():
             events = new_events(3)
-            await audit_writes.insert_batch(conn, events, client_ids=(), lock_timeout=2)
+            await audit_writes.insert_batch(
+                conn, events, client_ids=(), lock_timeout=2, leaf_hashes=True
+            )
             await asyncio.sleep(1.0)
             written.extend(e["event_id"] for e in events)
 

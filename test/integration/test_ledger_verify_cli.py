@@ -183,7 +183,9 @@ def test_a_row_inserted_behind_the_log_is_unsequenced_after_the_grace_period(log
 
     async def insert_only() -> None:  # a row that never went through the log's queue
         async with connection_source(log_db)() as conn:
-            await audit_writes.insert_batch(conn, forged, client_ids=(), lock_timeout=2)
+            await audit_writes.insert_batch(
+                conn, forged, client_ids=(), lock_timeout=2, leaf_hashes=True
+            )
 
     asyncio.run(insert_only())
     # Within the grace period it may still be on its way to the tree: not reported.

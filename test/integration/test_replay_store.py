@@ -22,7 +22,7 @@ def _records(count: int, **overrides) -> list[dict]:
 
 async def _replay(database_url: str, records: list[dict]) -> None:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await audit_replay.replay_events(conn, records, lock_timeout=2)
+        await audit_replay.replay_events(conn, records, lock_timeout=2, leaf_hashes=True)
 
 
 def _stored(db, correlation_id: str) -> dict[str, int]:
