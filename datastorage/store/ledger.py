@@ -154,6 +154,54 @@ async def delete_pending(conn: AsyncConnection, seqs: Sequence[int]) -> None:
     await conn.execute("DELETE FROM log_pending WHERE seq = ANY(%s)", (list(seqs),))
 
 
+async def oldest_pending_hashed(conn: AsyncConnection, limit: int) -> bool:
+    """Whether each of the oldest `limit` pending rows carries its leaf hash (read through the
+    primary key: no scan, however long the queue)."""
+    cur = await conn.execute(
+        "SELECT coalesce(bool_and(leaf_hash IS NOT NULL), true) "
+        "FROM (SELECT leaf_hash FROM log_pending ORDER BY seq LIMIT %s) oldest",
+        (limit,),
+    )
+    (hashed,) = await cur.fetchone()
+    return bool(hashed)
+
+
+# Pending rows that carry their hash become leaves inside PostgreSQL: the oldest `limit` such rows
+# are deleted (a row without a hash that committed meanwhile is left to a later round, which hashes
+# it from its stored row), the first registration of each event that is not a leaf yet gets the next index
+# in queue order, and only the new leaves' hashes come back, for the Merkle fold (one row with a
+# NULL hash when none was added).
+_APPEND_HASHED = """
+WITH taken AS (
+    DELETE FROM log_pending
+    WHERE seq IN (
+        SELECT seq FROM log_pending WHERE leaf_hash IS NOT NULL ORDER BY seq LIMIT %(limit)s
+    )
+    RETURNING seq, event_id, event_date, leaf_hash
+), firsts AS (
+    SELECT DISTINCT ON (event_id) seq, event_id, event_date, leaf_hash
+    FROM taken ORDER BY event_id, seq
+), fresh AS (
+    SELECT f.*, row_number() OVER (ORDER BY seq) AS position FROM firsts f
+    WHERE NOT EXISTS (SELECT 1 FROM log_leaves l WHERE l.event_id = f.event_id)
+), added AS (
+    INSERT INTO log_leaves (leaf_index, event_id, event_date, leaf_hash)
+    SELECT %(size)s + position - 1, event_id, event_date, leaf_hash FROM fresh
+    RETURNING leaf_index, leaf_hash
+)
+SELECT t.taken, a.leaf_hash FROM (SELECT count(*) AS taken FROM taken) t
+LEFT JOIN added a ON true ORDER BY a.leaf_index
+"""
+
+
+async def append_hashed(conn: AsyncConnection, size: int, limit: int) -> tuple[int, list[bytes]]:
+    """Turn the oldest `limit` pending rows that carry their hash into leaves from index `size`
+    on. Returns (pending rows taken, the new leaves' hashes in order)."""
+    cur = await conn.execute(_APPEND_HASHED, {"limit": limit, "size": size}, binary=True)
+    rows = await cur.fetchall()
+    return rows[0][0], [bytes(row[1]) for row in rows if row[1] is not None]
+
+
 @dataclass(frozen=True)
 class LogStatus:
     tree_size: int
@@ -246,6 +294,13 @@ async def append(
             await copy.write_row(
                 (first_index + offset, leaf.event_id, leaf.event_date, leaf.leaf_hash)
             )
+    await append_nodes(conn, nodes, new_state)
+
+
+async def append_nodes(
+    conn: AsyncConnection, nodes: Sequence[tuple[int, int, bytes]], new_state: TreeState
+) -> None:
+    """Store new subtree hashes and the new tree state (the leaves are stored already)."""
     if nodes:
         async with conn.cursor().copy(
             "COPY log_nodes (level, node_index, hash) FROM STDIN"

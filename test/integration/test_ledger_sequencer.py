@@ -175,12 +175,12 @@ import asyncio, sys, psycopg
 from datastorage.ledger import sequencer
 from datastorage.store import ledger as store
 
-async def hang(conn, seqs):
+async def hang(*args):
     print("appended", flush=True)
     await asyncio.sleep(3600)
 
 async def main():
-    store.delete_pending = hang  # stop between the append and the commit
+    store.append_nodes = hang  # stop between the leaves' insert and the commit
     conn = await psycopg.AsyncConnection.connect(sys.argv[1], autocommit=True)
     await sequencer.sequence_once(conn, 1000)
 
