@@ -42,7 +42,7 @@ _MERGE = ledger.registering(
 async def _merge(conn: AsyncConnection, queued: ledger.Queued) -> None:
     """Move the temp table's rows into audit_events, skipping those already stored (and queue
     the rows stored for the log, with their leaf hashes from `queued`)."""
-    await conn.execute(_MERGE, queued.params())
+    await conn.execute(_MERGE, (queued.hashed(),))
 
 
 async def replay_events(

@@ -112,7 +112,7 @@ async def _insert_row(conn: AsyncConnection, event: dict[str, Any], leaf_hashes:
     """INSERT one event; None when (event_id, event_date) is already stored."""
     stamp([event])
     queued = ledger.Queued.of([event], leaf_hashes)
-    cur = await conn.execute(_INSERT, (*row_values(event), *queued.params()))
+    cur = await conn.execute(_INSERT, (*row_values(event), queued.hashed()))
     return await cur.fetchone()
 
 
@@ -122,7 +122,7 @@ async def _insert_rows(
     """INSERT events in one statement; returns the event_ids stored (not already there)."""
     stamp(events)
     queued = ledger.Queued.of(events, leaf_hashes)
-    cur = await conn.execute(_INSERT_GROUP, (json_rows(events), *queued.params()))
+    cur = await conn.execute(_INSERT_GROUP, (json_rows(events), queued.hashed()))
     return {row[0] for row in await cur.fetchall()}
 
 
