@@ -238,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             progress("starting PgBouncer (transaction mode) in front of it")
             stack.route_through_pgbouncer()
         machine = machine_info(stack, options)
+        baselines: dict[str, Any] = {}  # raw baselines, measured once and shared
         for number in options.scenarios:
-            bench = Bench(stack, options, log_dir, progress)
+            bench = Bench(stack, options, log_dir, progress, baselines)
             try:
                 rows += SCENARIOS[number](bench)
             except KeyboardInterrupt:

@@ -15,6 +15,8 @@ wildcards on component, environment and priority; 5 % disabled.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
 
 from datastorage.domain.events import EVENT_TYPES  # noqa: E402
 from datastorage.store import partitions  # noqa: E402
@@ -41,11 +44,15 @@ _TYPES_SQL = ", ".join(
 )
 TYPE_COUNT = len(EVENT_TYPES)
 
-_EVENTS_SQL = f"""
-INSERT INTO audit_events (event_id, event_version, event_timestamp, event_date, event_type,
+# The seeded columns (the others take their defaults: no parent, no error, 2555 days, ...).
+_EVENT_COLUMNS = """event_id, event_version, event_timestamp, event_date, event_type,
     event_category, event_action, event_outcome, actor_type, actor_id, resource_type,
     resource_id, correlation_id, namespace, cluster_name, severity, duration_ms, trace_id,
-    span_id, event_data)
+    span_id, event_data"""
+
+# Rows low ≤ i < high of the data set, of the UTC days [first_day, end_day): one definition of
+# the distribution for both ways of loading it.
+_EVENT_ROWS = f"""
 SELECT gen_random_uuid(), '1.0', s.ts, (s.ts AT TIME ZONE 'UTC')::date, t.event_type,
        t.category, t.action, (ARRAY['success','success','success','failure','pending'])[1 + s.i % 5],
        'service', t.category || '-service', t.category, s.corr, s.corr,
@@ -60,7 +67,10 @@ SELECT gen_random_uuid(), '1.0', s.ts, (s.ts AT TIME ZONE 'UTC')::date, t.event_
                'rr-' || lpad((i::bigint * %(correlations)s / %(total)s)::text, 6, '0') AS corr
           FROM generate_series(%(low)s::bigint, %(high)s::bigint - 1) AS i) AS s
   JOIN (VALUES {_TYPES_SQL}) AS t(k, event_type, category, action) ON t.k = s.i % {TYPE_COUNT}
+ WHERE (s.ts AT TIME ZONE 'UTC')::date >= %(first_day)s::date
+   AND (s.ts AT TIME ZONE 'UTC')::date < %(end_day)s::date
 """.replace(" % ", " %% ")  # noqa: E501 — psycopg placeholders: modulo is %%
+_EVENTS_SQL = f"INSERT INTO audit_events ({_EVENT_COLUMNS}) {_EVENT_ROWS}"
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,8 @@ def seed_events(
                     "correlations": correlations,
                     "low": low,
                     "high": high,
+                    "first_day": dt.date.min,
+                    "end_day": dt.date.max,
                 },
             )
         done[0] += high - low
@@ -125,6 +137,177 @@ def seed_events(
         conn.execute("VACUUM (ANALYZE) audit_events")
         conn.execute("CHECKPOINT")
     return EventData(total, correlations, start, end, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class BulkLoad:
+    """What `bulk_load_events` loaded and how long each phase took."""
+
+    data: EventData
+    rows_seconds: float  # COPY of the rows into the month tables
+    index_seconds: float  # the project's indexes built on them
+    attach_seconds: float  # attach + ANALYZE + CHECKPOINT
+    month_rows: dict[str, int]
+
+    @property
+    def rate(self) -> float:
+        """Events per second, end to end (rows, indexes, attach)."""
+        return self.data.total / max(self.data.seconds, 1e-9)
+
+
+def bulk_load_events(
+    connect: Callable[[], psycopg.Connection],
+    total: int,
+    correlations: int,
+    *,
+    streams: int = 2,
+    progress: Callable[[str], None] = print,
+) -> BulkLoad:
+    """The rows of `seed_events`, loaded the way a restore loads a large table: each month's
+    partition is replaced by a table created and filled in one transaction by binary
+    `COPY ... FROM STDIN (FREEZE)`, whose rows PostgreSQL builds itself (`COPY (SELECT ...)
+    TO STDOUT` on a second connection, relayed block by block). Then the parent's indexes are
+    built on each table (`streams` at a time, sorted builds) and the tables attached as
+    partitions. COPY FREEZE leaves the rows frozen and all-visible: no VACUUM is needed, and
+    autovacuum has nothing to do while the queries are measured. Indexes built by sorting are
+    denser than indexes grown one insert at a time, so sizes are a lower bound."""
+    started = time.monotonic()
+    start, end = data_window()
+    months = _months_between(start.date(), end.date())
+    with connect() as conn:
+        for month in months:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(month)))
+    month_rows: dict[str, int] = {}
+
+    def copy_month(month: dt.date) -> None:
+        first, after = month, partitions.add_months(month, 1)
+        params = {
+            "start": start,
+            "end": end,
+            "total": total,
+            "correlations": correlations,
+            "low": max(0, math.floor(_index_at(first, start, end, total)) - 1),
+            "high": min(total, math.ceil(_index_at(after, start, end, total)) + 1),
+            "first_day": first,
+            "end_day": after,
+        }
+        copy_out = f"COPY ({_EVENT_ROWS}) TO STDOUT (FORMAT BINARY)"
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY, FREEZE)").format(
+            _ident(month), sql.SQL(_EVENT_COLUMNS)
+        )
+        began = time.monotonic()
+        with connect() as source, connect() as target, target.transaction():
+            target.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (LIKE audit_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+                    "INCLUDING STORAGE, CONSTRAINT {} CHECK (event_date >= {} AND event_date < {}))"
+                ).format(_ident(month), _bounds(month), sql.Literal(first), sql.Literal(after))
+            )
+            with (
+                source.cursor().copy(copy_out, params) as rows_out,
+                target.cursor().copy(copy_in) as rows_in,
+            ):
+                for block in rows_out:
+                    rows_in.write(block)
+            (count,) = target.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(_ident(month))
+            ).fetchone()
+        month_rows[str(month)[:7]] = count
+        seconds = time.monotonic() - began
+        progress(
+            f"  {str(month)[:7]}: {count:,} rows by COPY in {seconds:.0f} s ({count / seconds:,.0f}/s)"
+        )
+
+    with ThreadPoolExecutor(max_workers=streams) as pool:
+        # Largest months first, so the streams finish together.
+        list(pool.map(copy_month, sorted(months, key=lambda m: m == months[-1])))
+    rows_done = time.monotonic()
+    progress(f"  rows: {total:,} in {rows_done - started:.0f} s; building indexes")
+
+    with connect() as conn:
+        parent_indexes = conn.execute(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisprimary FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'audit_events'::regclass"
+        ).fetchall()
+    jobs = [(month, *index) for month in months for index in parent_indexes]
+
+    def build(job: tuple[dt.date, str, str, bool]) -> None:
+        month, name, definition, primary = job
+        with connect() as conn:
+            conn.execute("SET maintenance_work_mem = '512MB'")
+            conn.execute("SET max_parallel_maintenance_workers = 0")  # the streams use the cores
+            conn.execute(_partition_index_sql(month, name, definition, primary))
+
+    # GIN first: the longest builds start first.
+    jobs.sort(key=lambda job: (" gin " not in job[2], job[0] == months[-1]))
+    with ThreadPoolExecutor(max_workers=streams) as pool:
+        list(pool.map(build, jobs))
+    indexes_done = time.monotonic()
+    progress(f"  indexes: {len(jobs)} built in {indexes_done - rows_done:.0f} s; attaching")
+
+    with connect() as conn:
+        for month in months:
+            pkey = _partition_index_name(month, "audit_events_pkey")
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD PRIMARY KEY USING INDEX {}").format(
+                    _ident(month), sql.Identifier(pkey)
+                )
+            )
+            partitions.ensure_month_partition(conn, month)  # attaches: the indexes match
+            conn.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(_ident(month), _bounds(month))
+            )
+        conn.execute("ANALYZE audit_events")
+        conn.execute("CHECKPOINT")
+    finished = time.monotonic()
+    data = EventData(total, correlations, start, end, finished - started)
+    return BulkLoad(
+        data, rows_done - started, indexes_done - rows_done, finished - indexes_done, month_rows
+    )
+
+
+def _months_between(first: dt.date, last: dt.date) -> list[dt.date]:
+    months, month = [], partitions.month_of(first)
+    while month <= last:
+        months.append(month)
+        month = partitions.add_months(month, 1)
+    return months
+
+
+def _index_at(month: dt.date, start: dt.datetime, end: dt.datetime, total: int) -> float:
+    """Where in 0..total the rows of UTC midnight, first day of `month`, fall."""
+    moment = dt.datetime(month.year, month.month, 1, tzinfo=dt.UTC)
+    return (moment - start).total_seconds() / (end - start).total_seconds() * total
+
+
+def _ident(month: dt.date) -> sql.Identifier:
+    return sql.Identifier(partitions.partition_name(month))
+
+
+def _bounds(month: dt.date) -> sql.Identifier:
+    return sql.Identifier(f"{partitions.partition_name(month)}_bulk_bounds")
+
+
+def _partition_index_name(month: dt.date, parent_index: str) -> str:
+    return f"{partitions.partition_name(month)}_{parent_index.removeprefix('audit_events_')}"
+
+
+_INDEX_DEF = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+ (USING .*)$")
+
+
+def _partition_index_sql(month: dt.date, name: str, definition: str, primary: bool) -> sql.Composed:
+    """The parent's index `definition` (pg_get_indexdef) on the month's table. The primary
+    key's index is built as a unique index and turned into the key before attaching."""
+    match = _INDEX_DEF.match(definition)
+    if match is None:
+        raise RuntimeError(f"unexpected index definition: {definition}")
+    unique = "UNIQUE " if match.group(1) or primary else ""
+    return sql.SQL("CREATE {}INDEX {} ON {} {}").format(
+        sql.SQL(unique),
+        sql.Identifier(_partition_index_name(month, name)),
+        _ident(month),
+        sql.SQL(match.group(2)),
+    )
 
 
 _WORKFLOWS_SQL = f"""

@@ -57,6 +57,11 @@ class Stack:
         except (OSError, ValueError):
             return None
 
+    @staticmethod
+    def pg_tool(name: str) -> str:
+        """A PostgreSQL client program of the same installation (pgbench, psql, ...)."""
+        return str(support.pg_bin_dir() / name)
+
     def ensure_postgres_running(self) -> None:
         """After an outage scenario, whatever happened: PostgreSQL is up again."""
         if self.pg is None:
