@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark DataStorage against raw PostgreSQL in the same run.",
     )
     add = parser.add_argument
-    add("--scenarios", type=_int_list, help="e.g. 1,2,4 (default all: 1,2,3,4,5,6,7)")
+    add("--scenarios", type=_int_list, help="e.g. 1,2,4 (default all: 1,2,3,4,5,6,7,8)")
     add("--quick", action="store_true", help="small sizes: a smoke run in under 2 minutes")
     add("--duration", type=float, help="seconds per throughput measurement (20; quick 5)")
     add("--warmup", type=float, help="seconds of load before each measured window (3; quick 1)")

@@ -15,6 +15,7 @@ import json
 import random
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ SEARCH_PATH = "/api/v1/workflows/search"
 
 @dataclass
 class Options:
-    scenarios: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+    scenarios: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
     duration: float = 20.0
     warmup: float = 3.0
     rows: int = 1_000_000
@@ -341,23 +342,34 @@ def _importable(name: str) -> bool:
 # ---- 2. batch POST --------------------------------------------------------------------------
 
 
+def batch_baseline(bench: Bench) -> dict[str, Any]:
+    """COPY of `batch_size`-row batches in `batch_concurrency` streams: the baseline of batch
+    writes, measured once per run."""
+    if "batch" not in bench.baselines:
+        opts = bench.options
+        streams = opts.batch_concurrency
+        bench.stack.reset_events()
+        bench.progress(
+            f"[2] raw: {opts.raw_copy_format} COPY of {opts.batch_size}-row batches, "
+            f"{streams} streams"
+        )
+        bench.baselines["batch"] = bench.raw(
+            "copy",
+            {
+                "streams": streams,
+                "batch": opts.batch_size,
+                "duration": opts.duration,
+                "format": opts.raw_copy_format,
+            },
+            timeout=opts.duration + 120,
+        )
+    return bench.baselines["batch"]
+
+
 def batch(bench: Bench) -> list[Row]:
     opts = bench.options
     streams = opts.batch_concurrency
-    bench.stack.reset_events()
-    bench.progress(
-        f"[2] raw: {opts.raw_copy_format} COPY of {opts.batch_size}-row batches, {streams} streams"
-    )
-    raw = bench.raw(
-        "copy",
-        {
-            "streams": streams,
-            "batch": opts.batch_size,
-            "duration": opts.duration,
-            "format": opts.raw_copy_format,
-        },
-        timeout=opts.duration + 120,
-    )
+    raw = batch_baseline(bench)
     rows = []
     auth_off_rate = None
     for auth in AUTH_MODES:
@@ -1019,6 +1031,135 @@ def export(bench: Bench) -> list[Row]:
     ]
 
 
+# ---- 8. two server instances on one database -------------------------------------------------
+
+
+def two_instances(bench: Bench) -> list[Row]:
+    """Two server instances on one database, as two pods: each its own process group, its
+    own workers and port. The load is split across them (one load client per instance, half
+    the concurrency each, run at the same time); single POST and batch rows against the
+    baselines of scenarios 1 and 2. Every acknowledged event must be stored once: the stored
+    count lies between the acknowledged events and those plus what was in flight when the
+    clients stopped (at most one request per connection)."""
+    opts = bench.options
+    single_raw, rows = single_write_baseline(bench)
+    batch_raw = batch_baseline(bench)
+    shapes = (
+        ("single POST", EVENTS_PATH, opts.single_concurrency, 0, 50_000, single_raw),
+        (f"batch POST {opts.batch_size}", BATCH_PATH, opts.batch_concurrency, opts.batch_size,
+         100, batch_raw),
+    )  # fmt: skip
+    for name, path, concurrency, size, max_rate, raw in shapes:
+        per_instance = max(concurrency // 2, 1)
+        servers = [
+            bench.stack.start_server("hypercorn", opts.workers, own_group=True) for _ in range(2)
+        ]
+        try:
+            bench.progress(f"[8] {name}: 2 instances, {per_instance} connections to each, at once")
+            common = {"client": opts.client, "concurrency": per_instance, "batch": size}
+            _load_each(servers, path, duration=opts.warmup, **common)
+            _settled_count(bench)  # the warm-up's last requests land before the reset
+            bench.stack.reset_events()
+            windows = [CpuWindow(s.proc.pid, None) for s in servers]
+            pg = CpuWindow(None, bench.stack.postgres_pid).start()
+            for window in windows:
+                window.start()
+            loads = _load_each(
+                servers,
+                path,
+                duration=opts.duration,
+                max_requests=int(opts.duration * max_rate / 2),
+                log_path=bench.log_dir / "client.log",
+                **common,
+            )
+            for window in (*windows, pg):
+                window.stop()
+            stored = _settled_count(bench)
+        finally:
+            for server in servers:
+                bench.stack.stop_server(server)
+        rows.append(
+            _two_instance_row(bench, name, loads, windows, pg, stored, raw, size, 2 * per_instance)
+        )
+    return rows
+
+
+def _settled_count(bench: Bench, timeout: float = 30.0) -> int:
+    """count(*) of audit_events once two readings 0.3 s apart agree (requests that were in
+    flight when a load client stopped have been committed or dropped)."""
+    deadline = time.monotonic() + timeout
+    last = bench.count_events()
+    while True:
+        time.sleep(0.3)
+        count = bench.count_events()
+        if count == last or time.monotonic() > deadline:
+            return count
+        last = count
+
+
+def _load_each(servers: list[Any], path: str, **load: Any) -> list[dict[str, Any]]:
+    """The same load against every server at the same time, one load client each."""
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        futures = [pool.submit(loadgen.run_load, s.url, path, **load) for s in servers]
+        return [future.result() for future in futures]
+
+
+def _two_instance_row(
+    bench: Bench,
+    name: str,
+    loads: list[dict[str, Any]],
+    windows: list[CpuWindow],
+    pg: CpuWindow,
+    stored: int,
+    raw: dict[str, Any],
+    size: int,
+    connections: int,
+) -> Row:
+    events = sum(load["events"] for load in loads)
+    acked = sum(
+        n * (size or 1) for load in loads for code, n in load["codes"].items() if code == "201"
+    )
+    in_flight = connections * (size or 1)  # at most one request per connection
+    notes = [f"non-2xx {sum(load['non_2xx'] for load in loads)}"]
+    if stored < acked:
+        notes.append(f"LOST: {acked:,} acknowledged, {stored:,} stored")
+    elif stored > acked + in_flight:
+        notes.append(f"DUPLICATES? {stored:,} stored, {acked:,} acknowledged")
+    else:
+        notes.append(f"stored once ({acked:,} acknowledged, {stored - acked} in flight at the end)")
+    server_seconds = sum(window.server_seconds for window in windows)
+    notes += [
+        "per instance " + " / ".join(f"{load['rate_events']:,.0f}" for load in loads) + " ev/s",
+        f"CPU/event app {server_seconds / max(events, 1) * 1e3:.2f} ms, "
+        f"pg {pg.postgres_seconds / max(events, 1) * 1e3:.2f} ms",
+        f"ratio vs {raw.get('client', 'COPY').split(',')[0]}",
+    ]
+    client_seconds = sum(load["client_cpu_seconds"] for load in loads)
+    other = max(pg.machine_busy_seconds - server_seconds - pg.postgres_seconds - client_seconds, 0)
+    notes += _noise_notes(other / max(pg.machine_seconds, 1e-9), raw)
+    return Row(
+        f"8. two instances: {name} (hypercorn, 2 x workers="
+        f"{bench.options.workers or default_workers()})",
+        "throughput",
+        "events/s",
+        rate=sum(load["rate_events"] for load in loads),
+        p50_ms=max(load["latency_ms"]["p50"] for load in loads),
+        p99_ms=max(load["latency_ms"]["p99"] for load in loads),
+        raw_rate=raw["rate"],
+        raw_p50_ms=raw["latency_ms"]["p50"],
+        raw_p99_ms=raw["latency_ms"]["p99"],
+        notes=notes,
+        details={
+            "instances": loads,
+            "stored": stored,
+            "acknowledged": acked,
+            "server_cpu_seconds": [round(w.server_seconds, 3) for w in windows],
+            "postgres_cpu_seconds": round(pg.postgres_seconds, 3),
+            "raw": raw,
+        },
+    )
+
+
 SCENARIOS = {
     1: single_event,
     2: batch,
@@ -1026,6 +1167,7 @@ SCENARIOS = {
     4: queries,
     5: workflow_search,
     7: export,
+    8: two_instances,
 }
 
 

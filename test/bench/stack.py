@@ -129,8 +129,14 @@ class Stack:
     # -- servers ---------------------------------------------------------------------------
 
     def start_server(
-        self, server: str = "hypercorn", workers: int | None = None, **env: str
+        self,
+        server: str = "hypercorn",
+        workers: int | None = None,
+        *,
+        own_group: bool = False,
+        **env: str,
     ) -> support.ServerProcess:
+        """A server process (`own_group`: in a process group of its own, like a pod)."""
         # Always explicit: support.ServerProcess pins the tests' servers to one process, and
         # the bench measures the server's own default (one worker per CPU) unless told.
         args = ["--server", server, "--workers", str(workers or load_settings().workers)]
@@ -140,7 +146,9 @@ class Stack:
                 "DATASTORAGE_DATABASE_URL": self.pgbouncer.url_for(BENCH_DATABASE),
                 "DATASTORAGE_DATABASE_POOLER": "pgbouncer",
             }
-        process = support.ServerProcess({**database, **env}, self.log_dir, tuple(args))
+        process = support.ServerProcess(
+            {**database, **env}, self.log_dir, tuple(args), own_group=own_group
+        )
         self._servers.append(process)
         _wait_ready(process.url)
         return process
