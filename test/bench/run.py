@@ -8,7 +8,7 @@ test/bench/results/bench-<UTC timestamp>.json, with machine and server settings.
     make bench                                  # all scenarios, default sizes (≈ 10 min)
     make bench BENCH_ARGS="--quick"             # smoke run (< 2 min)
     make bench BENCH_ARGS="--scenarios 1,2 --duration 30 --workers 2"
-    make bench BENCH_ARGS="--scenarios 4 --rows 10000000"
+    make bench BENCH_ARGS="--scenarios 4 --query-rows 1000000"   # queries at 1M rows
 
 Everything started is stopped on exit, on Ctrl-C and on SIGTERM. Logs of the servers and
 clients stay in the printed log directory.
@@ -45,6 +45,7 @@ QUICK = {
     "duration": 5.0,
     "warmup": 1.0,
     "rows": 100_000,
+    "query_rows": 100_000,
     "dlq_events": 10_000,
     "query_runs": 50,
     "query_budget": 10.0,
@@ -82,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--quick", action="store_true", help="small sizes: a smoke run in under 2 minutes")
     add("--duration", type=float, help="seconds per throughput measurement (20; quick 5)")
     add("--warmup", type=float, help="seconds of load before each measured window (3; quick 1)")
-    add("--rows", type=int, help="events for the query scenario (1,000,000; quick 100,000)")
+    add("--rows", type=int, help="events for the export scenario (1,000,000; quick 100,000)")
+    add(
+        "--query-rows",
+        type=int,
+        help="events bulk-loaded for the query scenario (10,000,000; quick 100,000)",
+    )
     add("--dlq-events", type=int, help="events queued for the replay scenario (100,000)")
     add("--dlq-backends", type=_names(("redis", "file")), help="redis,file (default both)")
     add("--workers", type=int, help="server workers (default: the server's own setting)")
@@ -118,6 +124,7 @@ def options_from(args: argparse.Namespace) -> Options:
         "duration",
         "warmup",
         "rows",
+        "query_rows",
         "dlq_events",
         "dlq_backends",
         "workers",

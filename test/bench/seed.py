@@ -207,8 +207,13 @@ def bulk_load_events(
                 source.cursor().copy(copy_out, params) as rows_out,
                 target.cursor().copy(copy_in) as rows_in,
             ):
+                pending = bytearray()  # one write per MiB, not one per row
                 for block in rows_out:
-                    rows_in.write(block)
+                    pending += block
+                    if len(pending) >= 1 << 20:
+                        rows_in.write(pending)
+                        pending = bytearray()
+                rows_in.write(pending)
             (count,) = target.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(_ident(month))
             ).fetchone()
