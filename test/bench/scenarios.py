@@ -281,9 +281,7 @@ def _throughput_row(
         rate=load["rate_events"],
         p50_ms=load["latency_ms"]["p50"],
         p99_ms=load["latency_ms"]["p99"],
-        raw_rate=raw["rate"],
-        raw_p50_ms=raw["latency_ms"]["p50"],
-        raw_p99_ms=raw["latency_ms"]["p99"],
+        **_against(raw),
         notes=notes,
         details={
             "service": load,
@@ -293,6 +291,15 @@ def _throughput_row(
             **details,
         },
     )
+
+
+def _against(raw: dict[str, Any]) -> dict[str, Any]:
+    """The raw-baseline fields of a throughput row."""
+    return {
+        "raw_rate": raw["rate"],
+        "raw_p50_ms": raw["latency_ms"]["p50"],
+        "raw_p99_ms": raw["latency_ms"]["p99"],
+    }
 
 
 def _auth_notes(auth: AuthMode, rate: float, auth_off_rate: float | None) -> list[str]:
@@ -1244,9 +1251,7 @@ def _two_instance_row(
         rate=sum(load["rate_events"] for load in loads),
         p50_ms=max(load["latency_ms"]["p50"] for load in loads),
         p99_ms=max(load["latency_ms"]["p99"] for load in loads),
-        raw_rate=raw["rate"],
-        raw_p50_ms=raw["latency_ms"]["p50"],
-        raw_p99_ms=raw["latency_ms"]["p99"],
+        **_against(raw),
         notes=notes,
         details={
             "instances": loads,
