@@ -184,9 +184,7 @@ def single_write_baseline(bench: Bench) -> tuple[dict[str, Any], list[Row]]:
                 f"1. raw INSERT per commit ({raw['client']})",
                 "throughput",
                 "events/s",
-                rate=raw["rate"],
-                p50_ms=raw["latency_ms"]["p50"],
-                p99_ms=raw["latency_ms"]["p99"],
+                **_rate_fields(raw),
                 notes=notes,
                 details={"raw": raw},
             )
@@ -281,7 +279,7 @@ def _throughput_row(
         rate=load["rate_events"],
         p50_ms=load["latency_ms"]["p50"],
         p99_ms=load["latency_ms"]["p99"],
-        **_against(raw),
+        **_rate_fields(raw, "raw_"),
         notes=notes,
         details={
             "service": load,
@@ -293,12 +291,12 @@ def _throughput_row(
     )
 
 
-def _against(raw: dict[str, Any]) -> dict[str, Any]:
-    """The raw-baseline fields of a throughput row."""
+def _rate_fields(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A measurement's rate, p50 and p99 as Row fields (`prefix="raw_"`: as its baseline)."""
     return {
-        "raw_rate": raw["rate"],
-        "raw_p50_ms": raw["latency_ms"]["p50"],
-        "raw_p99_ms": raw["latency_ms"]["p99"],
+        f"{prefix}rate": result["rate"],
+        f"{prefix}p50_ms": result["latency_ms"]["p50"],
+        f"{prefix}p99_ms": result["latency_ms"]["p99"],
     }
 
 
@@ -1251,7 +1249,7 @@ def _two_instance_row(
         rate=sum(load["rate_events"] for load in loads),
         p50_ms=max(load["latency_ms"]["p50"] for load in loads),
         p99_ms=max(load["latency_ms"]["p99"] for load in loads),
-        **_against(raw),
+        **_rate_fields(raw, "raw_"),
         notes=notes,
         details={
             "instances": loads,
