@@ -5,12 +5,13 @@ runs the selected scenarios (see scenarios.py) with the server as a subprocess a
 generator in another process on loopback, prints one table and writes the same data as JSON to
 test/bench/results/bench-<UTC timestamp>.json, with machine and server settings.
 
-    make bench                                  # all scenarios, default sizes (≈ 10 min)
+    make bench                                  # all scenarios, default sizes (≈ 20 min)
     make bench BENCH_ARGS="--quick"             # smoke run (< 2 min)
     make bench BENCH_ARGS="--scenarios 1,2 --duration 30 --workers 2"
     make bench BENCH_ARGS="--scenarios 4 --query-rows 1000000"   # queries at 1M rows
 
-Everything started is stopped on exit, on Ctrl-C and on SIGTERM. Logs of the servers and
+Scenario 4 bulk-loads 10 million events by COPY before it queries them: 5–9 minutes of the
+full run on 2 cores (`--query-rows` for another size). Everything started is stopped on exit, on Ctrl-C and on SIGTERM. Logs of the servers and
 clients stay in the printed log directory.
 """
 
