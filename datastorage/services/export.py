@@ -2,11 +2,17 @@
 CSV.
 
 Both are async iterators of byte chunks that the HTTP layer streams as they come. Rows are
-pulled from a server-side cursor one batch at a time, and a batch is pulled only when the
-previous chunk has been handed to the client, so a slow reader slows the export instead of
-making the server buffer it: memory stays at one batch plus the leaf-index bitmap (one bit per
-leaf of the checkpoint's tree). The manifest's format and what it proves are described in
-`ledger/export_verify.py`, which also verifies it offline.
+pulled from a server-side cursor one batch at a time (the next batch is read while this one is
+sent), and a batch is pulled only when the previous chunk has been handed to the client, so a
+slow reader slows the export instead of making the server buffer it: memory stays at two
+batches plus the leaf-index bitmap (one bit per leaf of the checkpoint's tree). The manifest's
+format and what it proves are described in `ledger/export_verify.py`, which also verifies it
+offline.
+
+Each NDJSON line is one orjson call on a dict of the row's values (`store.export.event_rows`):
+orjson writes UUIDs, naive UTC datetimes (as `...Z`, microseconds only when not zero) and dates
+exactly as GET's `format_timestamp`/`isoformat` do, and event_data is embedded as its stored
+JSON text without being parsed (`get_json`). A test compares lines with GET bodies.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import datetime as dt
 import hashlib
 import io
 from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -30,12 +37,29 @@ from datastorage.ledger.subset_proof import LeafSet, proof_ranges
 from datastorage.store import export as store
 from datastorage.store import ledger as ledger_store
 from datastorage.store.audit_queries import EventQuery
-from datastorage.store.audit_rows import COLUMNS
 from datastorage.store.pool import Database
 
-CSV_COLUMNS = [name for _, name in COLUMNS] + ["created_at"]
+CSV_COLUMNS = list(store.EXPORT_FIELDS)
 # Proof ranges resolved per query of stored subtree hashes.
 _PROOF_BATCH = 512
+# Timestamps come as naive UTC datetimes; a line ends with its newline.
+_LINE = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE
+# JSON text without a run of 19 digits holds only numbers that any JSON reader and orjson (what
+# GET's reads use) read alike: integers within 64 bits and decimals of few digits. jsonb writes
+# every number in plain decimal digits (1e300 is a 301-digit integer).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGIT_RUN = b"0" * 19
+
+
+def get_json(text: bytes) -> Any:
+    """Stored JSON text as the export's writer takes it, to read back as GET shows it: the text
+    itself (not parsed), unless it may hold a number beyond 64 bits or with more digits than a
+    double keeps, which GET shows as orjson reads it (a float): then parsed like that."""
+    return orjson.loads(text) if _long_digit_run(text) else orjson.Fragment(text)
+
+
+def _long_digit_run(text: bytes) -> bool:
+    return text.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_RUN) >= 0
 
 
 def export_query(filters: dict[str, Any], **narrowing: Any) -> EventQuery:
@@ -72,20 +96,24 @@ class Exporter:
         """`ndjson` on a connection the caller owns (the archive uses maintenance's)."""
         digest = hashlib.sha256()
         count = 0
+        dumps = orjson.dumps
         async with store.snapshot(conn) as checkpoint:
             leaves = LeafSet(checkpoint.size) if checkpoint else None
-            async for batch in store.event_batches(conn, query, self.batch_size):
-                chunk = bytearray()
-                for event, leaf_index in batch:
-                    if checkpoint is not None:
-                        event["leaf_index"] = leaf_index
-                        if leaf_index is not None and leaf_index < checkpoint.size:
-                            leaves.add(leaf_index)  # type: ignore[union-attr]
-                    chunk += orjson.dumps(event)
-                    chunk += b"\n"
-                count += len(batch)
-                digest.update(chunk)
-                yield bytes(chunk)
+            # With a checkpoint every line carries its leaf index (null when not sequenced).
+            fields = (*store.EXPORT_FIELDS, "leaf_index") if leaves else store.EXPORT_FIELDS
+            rows = store.event_rows(
+                conn, query, self.batch_size, leaf_indexes=leaves is not None, event_data=get_json
+            )
+            async with aclosing(rows) as batches:
+                async for batch in batches:
+                    if leaves is not None:
+                        _collect_leaves(leaves, batch)
+                    chunk = b"".join(
+                        [dumps(dict(zip(fields, row, strict=True)), option=_LINE) for row in batch]
+                    )
+                    count += len(batch)
+                    digest.update(chunk)
+                    yield chunk
             proof = (
                 [h async for h in self._proof(conn, checkpoint.size, leaves)]
                 if checkpoint is not None and leaves is not None
@@ -137,14 +165,28 @@ class Exporter:
         writer.writerow(CSV_COLUMNS)
         assert self.db is not None
         async with self.db.connection() as conn, store.snapshot(conn):
-            async for batch in store.event_batches(conn, query, self.batch_size):
-                writer.writerows(_csv_row(event) for event, _ in batch)
-                yield _drain(out)
+            rows = store.event_rows(
+                conn, query, self.batch_size, leaf_indexes=False, event_data=_csv_json
+            )
+            async with aclosing(rows) as batches:
+                async for batch in batches:
+                    writer.writerows([_csv_value(v) for v in row] for row in batch)
+                    yield _drain(out)
         yield _drain(out)
 
 
-def _csv_row(event: dict[str, Any]) -> list[str]:
-    return [_csv_value(event[name]) for name in CSV_COLUMNS]
+def _collect_leaves(leaves: LeafSet, batch: list[tuple[Any, ...]]) -> None:
+    """The leaf indexes (each row's last value) that lie in the checkpoint's tree."""
+    size, add = leaves.size, leaves.add
+    for row in batch:
+        index = row[-1]
+        if index is not None and index < size:
+            add(index)
+
+
+def _csv_json(text: bytes) -> str:
+    """event_data's JSON text for a CSV field, read back as GET shows it (see `get_json`)."""
+    return orjson.dumps(orjson.loads(text)).decode() if _long_digit_run(text) else text.decode()
 
 
 def _csv_value(value: Any) -> str:
@@ -152,9 +194,9 @@ def _csv_value(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return str(value)
+    if isinstance(value, dt.datetime):
+        return format_timestamp(value.replace(tzinfo=dt.UTC))
+    return str(value)  # text, numbers, dates (ISO), UUIDs, event_data's JSON text
 
 
 def _drain(buffer: io.StringIO) -> bytes:

@@ -4,21 +4,37 @@ The rows come in batches from a named cursor inside one REPEATABLE READ transact
 stays constant however many rows match, and the rows, their leaf indexes and the latest
 checkpoint are read in the same snapshot. Filters are the list endpoint's
 (`audit_queries.filter_clause`); the order is chronological, (event_timestamp, event_id).
+
+The rows are plain tuples in binary format, not events: an export writes a million of them, and
+building each event's dict the way GET does (`audit_rows.row_to_event`) cost more than all the
+rest. The values are the ones a JSON writer turns into GET's text directly: ids as UUIDs,
+timestamps as naive UTC datetimes (`AT TIME ZONE 'UTC'`, whatever the session's zone), dates,
+numbers, and event_data as whatever the caller makes of its stored JSON text.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg import AsyncConnection, AsyncServerCursor, sql
+from psycopg.types.json import Jsonb, set_json_loads
 
 from datastorage.store.audit_queries import EventQuery, filter_clause
-from datastorage.store.audit_rows import COLUMNS, SELECT_LIST, row_to_event
+from datastorage.store.audit_rows import COLUMN_NAMES, COLUMNS
 from datastorage.store.ledger import StoredCheckpoint, latest_checkpoint
+
+# The API names of an export row's values, in GET's order.
+EXPORT_FIELDS: tuple[str, ...] = (*(name for _, name in COLUMNS), "created_at")
+_TIMESTAMPTZ_COLUMNS = ("event_timestamp", "created_at")
+_EXPORT_COLUMNS = sql.SQL(", ").join(
+    sql.SQL("{} AT TIME ZONE 'UTC'").format(sql.Identifier(c))
+    if c in _TIMESTAMPTZ_COLUMNS
+    else sql.Identifier(c)
+    for c in (*COLUMN_NAMES, "created_at")
+)
 
 
 @asynccontextmanager
@@ -29,23 +45,52 @@ async def snapshot(conn: AsyncConnection) -> AsyncIterator[StoredCheckpoint | No
         yield await latest_checkpoint(conn)
 
 
-async def event_batches(
-    conn: AsyncConnection, query: EventQuery, batch_size: int
-) -> AsyncIterator[list[tuple[dict[str, Any], int | None]]]:
-    """(event as GET shows it, leaf index or None) in batches; call inside `snapshot`."""
+async def event_rows(
+    conn: AsyncConnection,
+    query: EventQuery,
+    batch_size: int,
+    *,
+    leaf_indexes: bool,
+    event_data: Callable[[bytes], Any],
+) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Rows of `EXPORT_FIELDS` values, plus the leaf index (or None) last when `leaf_indexes`,
+    in batches; event_data is `event_data(its stored JSON text)`. Call inside `snapshot`."""
     where, params = filter_clause(query)
-    # USING merges event_id and event_date, so the filters' unqualified names stay unambiguous
-    # and partition pruning still applies to audit_events.event_date.
-    statement = sql.SQL(
-        "SELECT {cols}, leaf_index FROM audit_events "
-        "LEFT JOIN log_leaves USING (event_id, event_date) "
-        "WHERE {where} ORDER BY event_timestamp, event_id"
-    ).format(cols=SELECT_LIST, where=where)
-    async with conn.cursor(name="datastorage_export", row_factory=dict_row) as cursor:
-        cursor.itersize = batch_size
+    if leaf_indexes:
+        # USING merges event_id and event_date, so the filters' unqualified names stay
+        # unambiguous and partition pruning still applies to audit_events.event_date.
+        statement = sql.SQL(
+            "SELECT {cols}, leaf_index FROM audit_events "
+            "LEFT JOIN log_leaves USING (event_id, event_date) "
+            "WHERE {where} ORDER BY event_timestamp, event_id"
+        )
+    else:
+        statement = sql.SQL(
+            "SELECT {cols} FROM audit_events WHERE {where} ORDER BY event_timestamp, event_id"
+        )
+    statement = statement.format(cols=_EXPORT_COLUMNS, where=where)
+    async with conn.cursor(name="datastorage_export", binary=True) as cursor:
+        set_json_loads(event_data, cursor)
         await cursor.execute(statement, params)
-        while rows := await cursor.fetchmany(batch_size):
-            yield [(row_to_event(row), row["leaf_index"]) for row in rows]
+        async for rows in _read_ahead(cursor, batch_size):
+            yield rows
+
+
+async def _read_ahead(cursor: AsyncServerCursor, size: int) -> AsyncIterator[list[Any]]:
+    """The cursor's batches, each next FETCH sent before a batch is handed over: PostgreSQL
+    produces the next rows while the caller formats and sends these. At most two batches
+    are in memory, and a caller that stops pulling stops the reads."""
+    pending = asyncio.ensure_future(cursor.fetchmany(size))
+    try:
+        while rows := await pending:
+            pending = asyncio.ensure_future(cursor.fetchmany(size))
+            yield rows
+    finally:
+        if not pending.done():
+            # The connection is busy until this FETCH ends; let it end before anyone reuses it.
+            await asyncio.wait([pending])
+        if not pending.cancelled():
+            pending.exception()  # retrieved: a failure after the caller left is not reported
 
 
 _RESTORE = (
