@@ -10,9 +10,10 @@ format and what it proves are described in `ledger/export_verify.py`, which also
 offline.
 
 Each NDJSON line is one orjson call on a dict of the row's values (`store.export.event_rows`):
-orjson writes UUIDs, naive UTC datetimes (as `...Z`, microseconds only when not zero) and dates
-exactly as GET's `format_timestamp`/`isoformat` do, and event_data is embedded as its stored
-JSON text without being parsed (`get_json`). A test compares lines with GET bodies.
+orjson writes naive UTC datetimes (as `...Z`, microseconds only when not zero) and dates exactly
+as GET's `format_timestamp`/`isoformat` do, and event_data's stored JSON text is embedded as it
+is (`default=orjson.Fragment`: bytes are the only values orjson does not write itself), not
+parsed (`_lines` has the rare exception). A test compares lines with GET bodies.
 """
 
 from __future__ import annotations
@@ -51,15 +52,32 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN = b"0" * 19
 
 
-def get_json(text: bytes) -> Any:
-    """Stored JSON text as the export's writer takes it, to read back as GET shows it: the text
-    itself (not parsed), unless it may hold a number beyond 64 bits or with more digits than a
-    double keeps, which GET shows as orjson reads it (a float): then parsed like that."""
-    return orjson.loads(text) if _long_digit_run(text) else orjson.Fragment(text)
+_EVENT_DATA = store.EXPORT_FIELDS.index("event_data")
 
 
 def _long_digit_run(text: bytes) -> bool:
     return text.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_RUN) >= 0
+
+
+def _lines(fields: tuple[str, ...], batch: list[tuple[Any, ...]]) -> bytes:
+    """One NDJSON line per row: one orjson call on a dict of the row's values each, event_data
+    embedded as its stored JSON text (bytes, the only values orjson does not write itself,
+    become `orjson.Fragment`s), unless that text may hold a number beyond 64 bits or with more
+    digits than a double keeps (rare): GET shows such a number as orjson reads it (a float),
+    which other JSON readers might not, so that event_data is written parsed like GET's."""
+    if _long_digit_run(b"\n".join([row[_EVENT_DATA] for row in batch])):
+        batch = [_parsed_if_long_digits(row) for row in batch]
+    dumps, raw = orjson.dumps, orjson.Fragment
+    return b"".join(
+        [dumps(dict(zip(fields, row, strict=True)), default=raw, option=_LINE) for row in batch]
+    )
+
+
+def _parsed_if_long_digits(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    text = row[_EVENT_DATA]
+    if not _long_digit_run(text):
+        return row
+    return (*row[:_EVENT_DATA], orjson.loads(text), *row[_EVENT_DATA + 1 :])
 
 
 def export_query(filters: dict[str, Any], **narrowing: Any) -> EventQuery:
@@ -96,21 +114,16 @@ class Exporter:
         """`ndjson` on a connection the caller owns (the archive uses maintenance's)."""
         digest = hashlib.sha256()
         count = 0
-        dumps = orjson.dumps
         async with store.snapshot(conn) as checkpoint:
             leaves = LeafSet(checkpoint.size) if checkpoint else None
             # With a checkpoint every line carries its leaf index (null when not sequenced).
-            fields = (*store.EXPORT_FIELDS, "leaf_index") if leaves else store.EXPORT_FIELDS
-            rows = store.event_rows(
-                conn, query, self.batch_size, leaf_indexes=leaves is not None, event_data=get_json
-            )
+            fields = store.EXPORT_FIELDS + ("leaf_index",) * (leaves is not None)
+            rows = store.event_rows(conn, query, self.batch_size, leaf_indexes=leaves is not None)
             async with aclosing(rows) as batches:
                 async for batch in batches:
                     if leaves is not None:
                         _collect_leaves(leaves, batch)
-                    chunk = b"".join(
-                        [dumps(dict(zip(fields, row, strict=True)), option=_LINE) for row in batch]
-                    )
+                    chunk = _lines(fields, batch)
                     count += len(batch)
                     digest.update(chunk)
                     yield chunk
@@ -165,9 +178,7 @@ class Exporter:
         writer.writerow(CSV_COLUMNS)
         assert self.db is not None
         async with self.db.connection() as conn, store.snapshot(conn):
-            rows = store.event_rows(
-                conn, query, self.batch_size, leaf_indexes=False, event_data=_csv_json
-            )
+            rows = store.event_rows(conn, query, self.batch_size, leaf_indexes=False)
             async with aclosing(rows) as batches:
                 async for batch in batches:
                     writer.writerows([_csv_value(v) for v in row] for row in batch)
@@ -185,7 +196,7 @@ def _collect_leaves(leaves: LeafSet, batch: list[tuple[Any, ...]]) -> None:
 
 
 def _csv_json(text: bytes) -> str:
-    """event_data's JSON text for a CSV field, read back as GET shows it (see `get_json`)."""
+    """event_data's JSON text for a CSV field, read back as GET shows it (see `_lines`)."""
     return orjson.dumps(orjson.loads(text)).decode() if _long_digit_run(text) else text.decode()
 
 
@@ -196,7 +207,9 @@ def _csv_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, dt.datetime):
         return format_timestamp(value.replace(tzinfo=dt.UTC))
-    return str(value)  # text, numbers, dates (ISO), UUIDs, event_data's JSON text
+    if isinstance(value, bytes):
+        return _csv_json(value)
+    return str(value)  # text, numbers, dates (ISO)
 
 
 def _drain(buffer: io.StringIO) -> bytes:

@@ -7,20 +7,21 @@ checkpoint are read in the same snapshot. Filters are the list endpoint's
 
 The rows are plain tuples in binary format, not events: an export writes a million of them, and
 building each event's dict the way GET does (`audit_rows.row_to_event`) cost more than all the
-rest. The values are the ones a JSON writer turns into GET's text directly: ids as UUIDs,
-timestamps as naive UTC datetimes (`AT TIME ZONE 'UTC'`, whatever the session's zone), dates,
-numbers, and event_data as whatever the caller makes of its stored JSON text.
+rest. The values are the ones a JSON writer turns into GET's text directly, each loaded by
+psycopg's C loaders: ids as text, timestamps as naive UTC datetimes (`AT TIME ZONE 'UTC'`,
+whatever the session's zone), dates, numbers, and event_data as the UTF-8 bytes of its stored
+JSON text (unparsed).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from psycopg import AsyncConnection, AsyncServerCursor, sql
-from psycopg.types.json import Jsonb, set_json_loads
+from psycopg.types.json import Jsonb
 
 from datastorage.store.audit_queries import EventQuery, filter_clause
 from datastorage.store.audit_rows import COLUMN_NAMES, COLUMNS
@@ -28,11 +29,15 @@ from datastorage.store.ledger import StoredCheckpoint, latest_checkpoint
 
 # The API names of an export row's values, in GET's order.
 EXPORT_FIELDS: tuple[str, ...] = (*(name for _, name in COLUMNS), "created_at")
-_TIMESTAMPTZ_COLUMNS = ("event_timestamp", "created_at")
+_AS_LOADED = {
+    "event_id": "{}::text",
+    "parent_event_id": "{}::text",
+    "event_timestamp": "{} AT TIME ZONE 'UTC'",
+    "created_at": "{} AT TIME ZONE 'UTC'",
+    "event_data": "convert_to({}::text, 'UTF8')",
+}
 _EXPORT_COLUMNS = sql.SQL(", ").join(
-    sql.SQL("{} AT TIME ZONE 'UTC'").format(sql.Identifier(c))
-    if c in _TIMESTAMPTZ_COLUMNS
-    else sql.Identifier(c)
+    sql.SQL(_AS_LOADED.get(c, "{}")).format(sql.Identifier(c))
     for c in (*COLUMN_NAMES, "created_at")
 )
 
@@ -51,10 +56,9 @@ async def event_rows(
     batch_size: int,
     *,
     leaf_indexes: bool,
-    event_data: Callable[[bytes], Any],
 ) -> AsyncIterator[list[tuple[Any, ...]]]:
     """Rows of `EXPORT_FIELDS` values, plus the leaf index (or None) last when `leaf_indexes`,
-    in batches; event_data is `event_data(its stored JSON text)`. Call inside `snapshot`."""
+    in batches. Call inside `snapshot`."""
     where, params = filter_clause(query)
     if leaf_indexes:
         # USING merges event_id and event_date, so the filters' unqualified names stay
@@ -70,7 +74,6 @@ async def event_rows(
         )
     statement = statement.format(cols=_EXPORT_COLUMNS, where=where)
     async with conn.cursor(name="datastorage_export", binary=True) as cursor:
-        set_json_loads(event_data, cursor)
         await cursor.execute(statement, params)
         async for rows in _read_ahead(cursor, batch_size):
             yield rows
@@ -84,6 +87,7 @@ async def _read_ahead(cursor: AsyncServerCursor, size: int) -> AsyncIterator[lis
     try:
         while rows := await pending:
             pending = asyncio.ensure_future(cursor.fetchmany(size))
+            await asyncio.sleep(0)  # the task sends its FETCH now, not when the caller next waits
             yield rows
     finally:
         if not pending.done():

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402
 import seed  # noqa: E402
 from payload import COLUMNS  # noqa: E402
-from procs import CpuWindow, run_child, tree_rss_bytes  # noqa: E402
+from procs import CpuWindow, _descendants, run_child  # noqa: E402
 from report import Row, latency_ratio, latency_summary  # noqa: E402
 from stack import BENCH_TOKEN, Stack  # noqa: E402
 
@@ -1099,14 +1099,17 @@ def export(bench: Bench) -> list[Row]:
     seed.seed_events(bench.stack.connect, opts.rows, correlations, progress=bench.progress)
     process = bench.stack.start_server("hypercorn", 1)
     try:
-        baseline = peak = tree_rss_bytes(process.proc.pid)
+        # The server's processes are found once: finding them scans all of /proc (tens of ms
+        # on a busy machine), which per chunk read would slow the client, not the server.
+        server_pids = _descendants(process.proc.pid)
+        baseline = peak = _rss_bytes(server_pids)
         lines = size = 0
         started = time.monotonic()
         with httpx.stream("GET", process.url + EXPORT_PATH, timeout=600) as response:
             for chunk in response.iter_raw(1 << 20):
                 size += len(chunk)
                 lines += chunk.count(b"\n")
-                peak = max(peak, tree_rss_bytes(process.proc.pid))
+                peak = max(peak, _rss_bytes(server_pids))
         seconds = time.monotonic() - started
     finally:
         bench.stack.stop_server(process)
@@ -1260,6 +1263,20 @@ def _two_instance_row(
             "raw": raw,
         },
     )
+
+
+def _rss_bytes(pids: set[int]) -> int:
+    """Resident memory (VmRSS) of these processes."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += next(
+            int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")
+        )
+    return total
 
 
 SCENARIOS = {
