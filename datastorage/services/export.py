@@ -45,14 +45,12 @@ CSV_COLUMNS = list(store.EXPORT_FIELDS)
 _PROOF_BATCH = 512
 # Timestamps come as naive UTC datetimes; a line ends with its newline.
 _LINE = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE
+_EVENT_DATA = store.EXPORT_FIELDS.index("event_data")
 # JSON text without a run of 19 digits holds only numbers that any JSON reader and orjson (what
 # GET's reads use) read alike: integers within 64 bits and decimals of few digits. jsonb writes
 # every number in plain decimal digits (1e300 is a 301-digit integer).
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN = b"0" * 19
-
-
-_EVENT_DATA = store.EXPORT_FIELDS.index("event_data")
 
 
 def _long_digit_run(text: bytes) -> bool:
@@ -117,7 +115,9 @@ class Exporter:
         async with store.snapshot(conn) as checkpoint:
             leaves = LeafSet(checkpoint.size) if checkpoint else None
             # With a checkpoint every line carries its leaf index (null when not sequenced).
-            fields = store.EXPORT_FIELDS + ("leaf_index",) * (leaves is not None)
+            fields = store.EXPORT_FIELDS
+            if leaves is not None:
+                fields = (*fields, "leaf_index")
             rows = store.event_rows(conn, query, self.batch_size, leaf_indexes=leaves is not None)
             async with aclosing(rows) as batches:
                 async for batch in batches:
