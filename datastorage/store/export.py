@@ -24,11 +24,11 @@ from psycopg import AsyncConnection, AsyncServerCursor, sql
 from psycopg.types.json import Jsonb
 
 from datastorage.store.audit_queries import EventQuery, filter_clause
-from datastorage.store.audit_rows import COLUMN_NAMES, COLUMNS
+from datastorage.store.audit_rows import STORED_COLUMNS
 from datastorage.store.ledger import StoredCheckpoint, latest_checkpoint
 
 # The API names of an export row's values, in GET's order.
-EXPORT_FIELDS: tuple[str, ...] = (*(name for _, name in COLUMNS), "created_at")
+EXPORT_FIELDS: tuple[str, ...] = tuple(name for _, name in STORED_COLUMNS)
 _AS_LOADED = {
     "event_id": "{}::text",
     "parent_event_id": "{}::text",
@@ -37,8 +37,7 @@ _AS_LOADED = {
     "event_data": "convert_to({}::text, 'UTF8')",
 }
 _EXPORT_COLUMNS = sql.SQL(", ").join(
-    sql.SQL(_AS_LOADED.get(c, "{}")).format(sql.Identifier(c))
-    for c in (*COLUMN_NAMES, "created_at")
+    sql.SQL(_AS_LOADED.get(c, "{}")).format(sql.Identifier(c)) for c, _ in STORED_COLUMNS
 )
 
 
@@ -106,7 +105,7 @@ _RESTORE = (
 async def restore_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> int:
     """Insert exported events back (an archive restore) with every stored value they carry;
     events already present are left alone. Returns how many were inserted."""
-    renamed = {name: column for column, name in COLUMNS if name != column}
+    renamed = {name: column for column, name in STORED_COLUMNS if name != column}
     records = [{renamed.get(key, key): value for key, value in e.items()} for e in events]
     cur = await conn.execute(_RESTORE, (Jsonb(records),))
     return cur.rowcount
