@@ -13,9 +13,11 @@ how its workers' values combine (`multiprocess_mode`); the mode is ignored in a 
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -31,6 +33,28 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 # The variable prometheus_client reads at import time to switch to multiprocess mode.
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class _ProcessId:
+    """This process's id, read once and again after a fork. prometheus_client's multiprocess
+    values call `os.getpid()` on every update to notice a fork; in the VMs this runs on that
+    system call made each counter increment cost several microseconds (a request updates
+    about ten values)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        os.register_at_fork(after_in_child=self.refresh)
+
+    def refresh(self) -> None:
+        self.pid = os.getpid()
+
+    def __call__(self) -> int:
+        return self.pid
+
+
+if values.ValueClass is not values.MutexValue:
+    # Before any metric exists (they are all below): every value then shares this class.
+    values.ValueClass = values.MultiProcessValue(process_identifier=_ProcessId())
 
 # Audit write path.
 AUDIT_TRACES = Counter(
@@ -162,6 +186,14 @@ WORKFLOW_RECONCILE = Counter(
     "RemediationWorkflow reconciliations, by result.",
     ["result"],
 )
+
+
+@functools.cache
+def labelled(metric: Any, *label_values: str) -> Any:
+    """`metric.labels(*label_values)`, looked up once: labels() validates and joins the
+    values at every call, which cost as much as the update itself on the write path. The
+    cache holds what the metric holds already (a child per label set)."""
+    return metric.labels(*label_values)
 
 
 def multiprocess() -> bool:

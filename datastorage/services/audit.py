@@ -31,7 +31,7 @@ from datastorage.domain.events import (
     format_timestamp,
     normalize_event,
 )
-from datastorage.metrics import AUDIT_LAG, AUDIT_TRACES, UNKNOWN_EVENT_TYPES
+from datastorage.metrics import AUDIT_LAG, AUDIT_TRACES, UNKNOWN_EVENT_TYPES, labelled
 from datastorage.schemas import count_failure
 from datastorage.services.durable import AUDIT_KIND, DurableWriter, Queued, partition_created
 from datastorage.services.group_commit import GroupCommitter
@@ -303,8 +303,8 @@ class AuditService:
         for event in events:
             by_service.setdefault(emitting_service(event), []).append(event)
         for service, group in by_service.items():
-            AUDIT_TRACES.labels(service, "success").inc(len(group))
-            lag = AUDIT_LAG.labels(service)
+            labelled(AUDIT_TRACES, service, "success").inc(len(group))
+            lag = labelled(AUDIT_LAG, service)
             for event in group:
                 stamp = dt.datetime.fromisoformat(event["event_timestamp"])
                 lag.observe(max((now - stamp).total_seconds(), 0.0))

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from datastorage.config import Settings
 from datastorage.dlq.queue import DeadLetterQueue
 from datastorage.domain.events import emitting_service
-from datastorage.metrics import AUDIT_TRACES, PARTITION_CREATED, WRITE_DURATION
+from datastorage.metrics import AUDIT_TRACES, PARTITION_CREATED, WRITE_DURATION, labelled
 from datastorage.store import audit_replay, notifications
 from datastorage.store.errors import is_transient
 from datastorage.store.pool import Database
@@ -85,7 +85,7 @@ class DurableWriter:
             if not is_transient(exc):
                 raise
             return await self._queue(kind, records(), exc)
-        WRITE_DURATION.labels(TABLES[kind]).observe(time.perf_counter() - started)
+        labelled(WRITE_DURATION, TABLES[kind]).observe(time.perf_counter() - started)
         return result
 
     async def _queue(

@@ -29,6 +29,8 @@ from datastorage.store.errors import StoreUnavailable, is_server_gone, is_transi
 
 log = logging.getLogger(__name__)
 PROBE_INTERVAL = 1.0
+# psycopg prepares a statement run this many times on a connection: never, in practice.
+PREPARE_ONLY_WHEN_ASKED = 2**31 - 1
 PROBE_TIMEOUT = 1.0
 
 
@@ -52,10 +54,15 @@ class Database:
             max_size=settings.db_pool_max,
             timeout=settings.db_pool_timeout,
             open=False,
-            # No server-side prepared statements: plans of the audit queries depend on the
-            # parameter values (a generic plan is slower), and PgBouncer's transaction mode has
-            # none. psycopg 3 also ignores `prepare=True` on such a connection.
-            kwargs={"prepare_threshold": None, **session_kwargs(settings, application_name)},
+            # Server-side prepared statements only where a statement asks (`prepare=True`: the
+            # hot INSERTs, whose parse and plan would cost PostgreSQL more than their execution
+            # on a small group): plans of the audit queries depend on the parameter values (a
+            # generic plan is slower). Through PgBouncer's transaction mode `session_kwargs`
+            # sets None, which turns every prepare off (psycopg then ignores `prepare=True`).
+            kwargs={
+                "prepare_threshold": PREPARE_ONLY_WHEN_ASKED,
+                **session_kwargs(settings, application_name),
+            },
             configure=self._configure,
             reconnect_timeout=0,  # a failed reconnection gives up at once; requests regrow
             name="datastorage" if read_replica_url is None else "datastorage-replica",

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# Metrics as a `serve` worker keeps them (multiprocess files), set before anything imports them.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ds-profile-metrics-"))
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
