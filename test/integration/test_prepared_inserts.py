@@ -36,7 +36,7 @@ async def _write_twice(settings) -> tuple[int | None, int, int]:
             await audit_writes.ensure_partitions(conn, [e for e, _ in groups[0]], 5)
             stored = 0
             for group in groups:
-                results = await audit_writes.insert_group(conn, group)
+                results = await audit_writes.insert_group(conn, group, leaf_hashes=True)
                 stored += sum(1 for r in results if isinstance(r, audit_writes.WriteResult))
             cur = await conn.execute(PREPARED_GROUP_INSERTS, ("%jsonb_populate_recordset%",))
             (prepared,) = await cur.fetchone()
