@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import glob
 import os
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -194,6 +195,25 @@ def labelled(metric: Any, *label_values: str) -> Any:
     values at every call, which cost as much as the update itself on the write path. The
     cache holds what the metric holds already (a child per label set)."""
     return metric.labels(*label_values)
+
+
+def observe_many(histogram: Any, amounts: Iterable[float]) -> None:
+    """`histogram.observe(a)` for each amount (a histogram child: no labels left), with one
+    update of the sum and one per bucket touched instead of two updates an amount: a batch's
+    thousand observations cost a few updates. Reads the child's bucket list and sum, which
+    prometheus_client does not document (pinned in the locks; test_metric_values compares the
+    outcome with one observe() per amount)."""
+    bounds = histogram._upper_bounds
+    counts: dict[int, int] = {}
+    total = 0.0
+    for amount in amounts:
+        index = bisect_left(bounds, amount)  # the first bound >= amount, as observe() picks
+        counts[index] = counts.get(index, 0) + 1
+        total += amount
+    if counts:
+        histogram._sum.inc(total)
+        for index, count in counts.items():
+            histogram._buckets[index].inc(count)
 
 
 def multiprocess() -> bool:

@@ -31,7 +31,13 @@ from datastorage.domain.events import (
     format_timestamp,
     normalize_event,
 )
-from datastorage.metrics import AUDIT_LAG, AUDIT_TRACES, UNKNOWN_EVENT_TYPES, labelled
+from datastorage.metrics import (
+    AUDIT_LAG,
+    AUDIT_TRACES,
+    UNKNOWN_EVENT_TYPES,
+    labelled,
+    observe_many,
+)
 from datastorage.schemas import count_failure
 from datastorage.services.durable import AUDIT_KIND, DurableWriter, Queued, partition_created
 from datastorage.services.group_commit import GroupCommitter
@@ -304,10 +310,15 @@ class AuditService:
             by_service.setdefault(emitting_service(event), []).append(event)
         for service, group in by_service.items():
             labelled(AUDIT_TRACES, service, "success").inc(len(group))
-            lag = labelled(AUDIT_LAG, service)
-            for event in group:
-                stamp = dt.datetime.fromisoformat(event["event_timestamp"])
-                lag.observe(max((now - stamp).total_seconds(), 0.0))
+            observe_many(
+                labelled(AUDIT_LAG, service),
+                [
+                    max(
+                        (now - dt.datetime.fromisoformat(e["event_timestamp"])).total_seconds(), 0.0
+                    )
+                    for e in group
+                ],
+            )
 
     async def record_in(
         self, conn: Any, body: dict[str, Any], recorded_by: str | None = None
