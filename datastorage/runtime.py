@@ -125,10 +125,12 @@ class Runtime:
             self.db, self.audit, validator=self.validator, spawn=self.spawn, reads=self.reads
         )
         self.holds = LegalHolds(self.db, self.audit)
-        self.export = Exporter(settings, self.db)
-        # The log (API server only): its signing key is read now, so a key that cannot be read
-        # stops the start (fail closed) instead of running a server whose log is silently off.
-        self.log_signer = configured_signer(settings) if run_log else None
+        # The log's signing key is read once, now, so a key that cannot be read stops the start
+        # (fail closed) instead of running with the log silently off. Exports sign their
+        # manifests with it; the log itself runs in the API server only.
+        signer = configured_signer(settings)
+        self.export = Exporter(settings, self.db, signer)
+        self.log_signer = signer if run_log else None
         self.log_workers: LogWorkers | None = None
         self.log: LogService | None = None  # the log's reads, for the API
         if self.log_signer is not None:

@@ -25,9 +25,9 @@ import zstandard
 
 from datastorage.config import Settings
 from datastorage.ledger.export_verify import Result, verify_export
-from datastorage.ledger.keyfile import load_signer
 from datastorage.objectstore import ObjectStore, open_store
 from datastorage.services.export import Exporter, export_query
+from datastorage.services.ledger import configured_signer
 from datastorage.store import export as export_store
 from datastorage.store import partitions
 
@@ -67,10 +67,9 @@ class Archive:
                 raise ArchiveError("DATASTORAGE_ARCHIVE_URL is not set")
             store = open_store(settings.archive_url, s3_endpoint_url=settings.s3_endpoint_url)
         self.store = store
-        self.exporter = Exporter(settings, None)
-        self.verifier_key: str | None = None
-        if settings.log_signing_key_file:
-            self.verifier_key = str(load_signer(settings.log_signing_key_file).verifier)
+        signer = configured_signer(settings)
+        self.exporter = Exporter(settings, None, signer)
+        self.verifier_key = None if signer is None else str(signer.verifier)
 
     # -- maintenance -----------------------------------------------------------------------------
 

@@ -33,7 +33,6 @@ from datastorage.config import Settings
 from datastorage.domain.events import format_timestamp
 from datastorage.ledger import merkle, note
 from datastorage.ledger.export_verify import FORMAT, signed_text
-from datastorage.ledger.keyfile import load_signer
 from datastorage.ledger.subset_proof import LeafSet, proof_ranges
 from datastorage.store import export as store
 from datastorage.store import ledger as ledger_store
@@ -92,12 +91,11 @@ def export_query(filters: dict[str, Any], **narrowing: Any) -> EventQuery:
 
 
 class Exporter:
-    def __init__(self, settings: Settings, db: Database | None) -> None:
+    def __init__(self, settings: Settings, db: Database | None, signer: note.Signer | None) -> None:
+        """`signer`: the log's key (`services.ledger.configured_signer`), which signs manifests."""
         self.db = db
         self.batch_size = settings.export_batch_size
-        self.signer: note.Signer | None = None
-        if settings.log_signing_key_file:
-            self.signer = load_signer(settings.log_signing_key_file)
+        self.signer = signer
 
     async def ndjson(self, query: EventQuery, echo: dict[str, Any]) -> AsyncIterator[bytes]:
         """The export's lines, then the manifest line; `echo` is the filters as given."""

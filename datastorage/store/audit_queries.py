@@ -16,7 +16,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from datastorage.store.audit_rows import SELECT_LIST, fetch_by_ids, row_to_event
+from datastorage.store.audit_rows import STORED_LIST, fetch_by_ids, row_to_event
 from datastorage.store.cursors import decode_cursor, encode_cursor
 
 
@@ -105,12 +105,12 @@ async def query_events(conn: AsyncConnection, query: EventQuery) -> EventPage:
     page_sql = sql.SQL(
         "SELECT {cols} FROM audit_events WHERE {where} "
         "ORDER BY event_timestamp {dir}, event_id {dir} LIMIT %s OFFSET %s"
-    ).format(cols=SELECT_LIST, where=page_where, dir=direction)
+    ).format(cols=STORED_LIST, where=page_where, dir=direction)
     gin_first_sql = sql.SQL(
         "WITH matches AS MATERIALIZED (SELECT {cols} FROM audit_events WHERE {where}) "
         "SELECT * FROM matches "
         "ORDER BY event_timestamp {dir}, event_id {dir} LIMIT %s OFFSET %s"
-    ).format(cols=SELECT_LIST, where=page_where, dir=direction)
+    ).format(cols=STORED_LIST, where=page_where, dir=direction)
     count_sql = sql.SQL(
         "SELECT count(*) FROM (SELECT 1 FROM audit_events WHERE {where} LIMIT %s) AS capped"
     ).format(where=where)

@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import AsyncConnection, errors, sql
 
 from datastorage.store import ledger
-from datastorage.store.audit_rows import INSERT_COLUMNS
+from datastorage.store.audit_rows import STORED_LIST
 from datastorage.store.audit_writes import (
     attach_parent_dates,
     copy_rows,
@@ -34,7 +34,7 @@ _MERGE = ledger.registering(
         "INSERT INTO audit_events ({cols}) SELECT {cols} FROM {temp} "
         "ORDER BY event_timestamp ON CONFLICT (event_id, event_date) DO NOTHING "
         "RETURNING event_id, event_date"
-    ).format(cols=INSERT_COLUMNS, temp=sql.Identifier(_TEMP_TABLE)),
+    ).format(cols=STORED_LIST, temp=sql.Identifier(_TEMP_TABLE)),
     sql.SQL("SELECT count(*) FROM stored"),
 )
 

@@ -55,26 +55,29 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 # the storing process ran the statement, `stamp`) rather than leaving it to the column's default,
 # so the writer knows the whole stored event and can compute its leaf for the tamper-evident log.
 STORED_COLUMNS: tuple[tuple[str, str], ...] = (*COLUMNS, ("created_at", "created_at"))
-COLUMN_NAMES = [column for column, _ in COLUMNS]
-SELECT_LIST = sql.SQL(", ").join(sql.Identifier(c) for c, _ in STORED_COLUMNS)
-INSERT_COLUMNS = SELECT_LIST
+# Those columns as an SQL list: what reads select and what writes insert.
+STORED_LIST = sql.SQL(", ").join(sql.Identifier(c) for c, _ in STORED_COLUMNS)
 
 _SELECT_BY_IDS = sql.SQL("SELECT {cols} FROM audit_events WHERE event_id = ANY(%s)").format(
-    cols=SELECT_LIST
+    cols=STORED_LIST
 )
 _PARENT_DATES = "SELECT event_id, event_date FROM audit_events WHERE event_id = ANY(%s)"
 
 _API_NAMES = operator.itemgetter(*(name for _, name in STORED_COLUMNS))
-_EVENT_DATA_INDEX = COLUMN_NAMES.index("event_data")
+_EVENT_DATA_INDEX = [column for column, _ in COLUMNS].index("event_data")
 
 
-def stamp(events: Iterable[dict[str, Any]]) -> str:
-    """Set created_at on events about to be stored by one statement (they share the moment, as
-    rows of one transaction share now()); returns it."""
-    created_at = format_timestamp(dt.datetime.now(dt.UTC))
+def created_at_now() -> str:
+    """The created_at of the events one statement is about to store (they share the moment, as
+    rows of one transaction share now())."""
+    return format_timestamp(dt.datetime.now(dt.UTC))
+
+
+def stamp(events: Iterable[dict[str, Any]]) -> None:
+    """Set created_at on events about to be stored by one statement."""
+    created_at = created_at_now()
     for event in events:
         event["created_at"] = created_at
-    return created_at
 
 
 def stored_event(event: Mapping[str, Any]) -> dict[str, Any]:

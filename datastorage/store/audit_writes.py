@@ -22,9 +22,10 @@ from psycopg import AsyncConnection, errors, sql
 from datastorage.domain.events import same_content
 from datastorage.store import ledger, partitions
 from datastorage.store.audit_rows import (
-    INSERT_COLUMNS,
     STORED_COLUMNS,
+    STORED_LIST,
     copy_row,
+    created_at_now,
     fetch_by_ids,
     json_rows,
     parent_dates,
@@ -40,7 +41,7 @@ _INSERT = ledger.registering(
         "INSERT INTO audit_events ({cols}) VALUES ({vals}) "
         "ON CONFLICT (event_id, event_date) DO NOTHING "
         "RETURNING event_id, event_date, created_at"
-    ).format(cols=INSERT_COLUMNS, vals=sql.SQL(", ").join(sql.Placeholder() * len(STORED_COLUMNS))),
+    ).format(cols=STORED_LIST, vals=sql.SQL(", ").join(sql.Placeholder() * len(STORED_COLUMNS))),
     sql.SQL("SELECT created_at FROM stored"),
 )
 
@@ -52,7 +53,7 @@ _INSERT_GROUP = ledger.registering(
         "INSERT INTO audit_events ({cols}) SELECT {cols} "
         "FROM jsonb_populate_recordset(NULL::audit_events, %s::jsonb) "
         "ON CONFLICT (event_id, event_date) DO NOTHING RETURNING event_id, event_date"
-    ).format(cols=INSERT_COLUMNS),
+    ).format(cols=STORED_LIST),
     sql.SQL("SELECT event_id::text FROM stored"),
 )
 
@@ -69,7 +70,7 @@ _INSERT_GROUP_SQL = _INSERT_GROUP.as_bytes()
 def _copy_sql(table: str) -> bytes:
     return (
         sql.SQL("COPY {table} ({cols}) FROM STDIN")
-        .format(table=sql.Identifier(table), cols=INSERT_COLUMNS)
+        .format(table=sql.Identifier(table), cols=STORED_LIST)
         .as_bytes()
     )
 
@@ -150,7 +151,7 @@ async def copy_rows(
     into audit_events are then queued for the log in the same transaction; returns what was
     (or, for the temp table, is to be) queued."""
     queued = ledger.Queued(leaf_hashes)
-    created_at = stamp([])
+    created_at = created_at_now()
     async with conn.cursor().copy(_copy_sql(table)) as copy:
         for event in events:
             event["created_at"] = created_at
