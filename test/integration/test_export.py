@@ -24,6 +24,7 @@ from support import REPO, ServerProcess
 from datastorage.ledger.keyfile import keygen, load_signer
 from datastorage.ledger.sequencer import sequence_once
 from datastorage.ledger.signer import CheckpointSigner
+from datastorage.store.ledger import LEADER_LOCK
 
 EXPORT = "/api/v1/audit/export"
 EVENTS = "/api/v1/audit/events"
@@ -66,11 +67,16 @@ def _stack(url: str, tmp_path_factory):
             await store_events(conn, new_events(1, correlation_id=f"case-{tag}"))
 
     asyncio.run(seed())
+    # The tests hold the log's leader lock, so the server's own workers (elected by that lock)
+    # never sequence the last event or sign a newer checkpoint: the exports see exactly the log
+    # the seed built, whatever the timing.
+    leader = psycopg.connect(url, autocommit=True)
+    assert leader.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()[0]
     server = ServerProcess(
         {"DATASTORAGE_DATABASE_URL": url, "DATASTORAGE_LOG_SIGNING_KEY_FILE": str(key_file)},
         workdir,
     )
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with leader, httpx.Client(base_url=server.url, timeout=60) as client:
         yield {
             "api": client,
             "tag": tag,
