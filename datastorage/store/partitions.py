@@ -268,9 +268,16 @@ async def ensure_month(conn: AsyncConnection, month: dt.date, lock_timeout: floa
     for attempt in (1, 2):
         try:
             return await ensure_month_online(conn, month, lock_timeout)
-        except (errors.UniqueViolation, errors.DuplicateTable, errors.WrongObjectType):
+        except (
+            errors.UniqueViolation,
+            errors.DuplicateTable,
+            errors.DuplicateObject,
+            errors.WrongObjectType,
+        ):
             # Another session created or attached the same table between our check and our
-            # DDL: look again (it is there now).
+            # DDL: look again (it is there now). Which error the loser sees depends on where
+            # the two CREATE TABLEs meet: the table's name, or its row type's ("type ... already
+            # exists", DuplicateObject).
             if attempt == 2:
                 raise
     return None
