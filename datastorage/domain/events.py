@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -115,14 +116,18 @@ _random_bytes = bytearray()
 
 
 def new_event_id() -> str:
-    """A random (version 4) UUID as text, from the OS's random source read 4 KiB at a time:
-    one system call per 256 ids instead of one per id (str(uuid.uuid4()))."""
+    """A time-ordered (version 7, RFC 9562) UUID as text: 48 bits of Unix milliseconds, then
+    74 random bits from the OS's random source, read 4 KiB at a time (one system call per 256
+    ids). Ids made later sort later, so every index on event_id (the table's, the log's leaves)
+    grows at its right edge instead of at random pages: fewer page splits and fewer full-page
+    images in the WAL than with random (version 4) ids."""
     global _random_bytes
     if len(_random_bytes) < 16:
         _random_bytes = bytearray(os.urandom(4096))
     raw = _random_bytes[-16:]
     del _random_bytes[-16:]
-    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[:6] = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    raw[6] = (raw[6] & 0x0F) | 0x70
     raw[8] = (raw[8] & 0x3F) | 0x80
     text = raw.hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
