@@ -98,11 +98,30 @@ def event_leaf_hash(event: Mapping[str, Any]) -> bytes:
     return leaf_hash(canonical_bytes(event))
 
 
+def exact_json(value: dict[str, Any]) -> bytes | None:
+    """The JCS bytes of a JSON object (an event's event_data) when every value in it is a string,
+    an integer within ±(2**53 - 1), a boolean or null (else None). Those values come back from
+    PostgreSQL exactly as they went in (text, integer and jsonb columns alike), so a leaf built
+    from them equals the one computed later from the stored row; a float comes back as
+    PostgreSQL's numeric writes it, so such an event is hashed from its row instead."""
+    return _orjson_jcs(value)
+
+
+# What a top-level value of an event may be for `exact_leaf_hash`: event_data comes as the
+# Fragment of its `exact_json` bytes, every other field is a string, an integer, a boolean or null.
+_EXACT_TOP = frozenset({str, int, bool, type(None), orjson.Fragment})
+
+
 def exact_leaf_hash(event: dict[str, Any]) -> bytes | None:
-    """The leaf hash of an event about to be stored, when every value in it is a string, an
-    integer within ±(2**53 - 1), a boolean or null (else None). Those values come back from
-    PostgreSQL exactly as they went in (text, integer and jsonb columns alike), so the hash
-    equals the one computed later from the stored row; a float comes back as PostgreSQL's
-    numeric writes it, so such an event is hashed from its row instead."""
-    text = _orjson_jcs(event)
-    return None if text is None else leaf_hash(text)
+    """The leaf hash of an event about to be stored, from the GET-shape dict with its keys
+    already in JCS order (ASCII names: sorted) and event_data as `orjson.Fragment` of its
+    `exact_json` bytes (`store.audit_rows.stored_event` builds it), so that orjson writes the
+    JCS bytes without sorting or walking anything again. None when a top-level value is not
+    exact (a float, or an integer beyond ±(2**53 - 1)): the event is then hashed from its row."""
+    if not _EXACT_TOP.issuperset(map(type, event.values())):
+        return None
+    try:
+        text = orjson.dumps(event, option=orjson.OPT_STRICT_INTEGER)
+    except orjson.JSONEncodeError:
+        return None
+    return leaf_hash(text)

@@ -80,12 +80,18 @@ def stamp(events: Iterable[dict[str, Any]]) -> None:
         event["created_at"] = created_at
 
 
-def stored_event(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The event GET will return for a stamped event about to be stored (what its leaf hashes)."""
-    return dict(zip(_STORED_NAMES, _API_NAMES(event), strict=True))
+def stored_event(event: Mapping[str, Any], event_data: Any) -> dict[str, Any]:
+    """The event GET will return for a stamped event about to be stored (what its leaf hashes),
+    with `event_data` in place of its event_data, keys in RFC 8785 order (`ledger.leaf`)."""
+    values = list(_JCS_VALUES(event))
+    values[_JCS_EVENT_DATA_INDEX] = event_data
+    return dict(zip(_JCS_NAMES, values, strict=True))
 
 
-_STORED_NAMES = [name for _, name in STORED_COLUMNS]
+# The API names in RFC 8785 key order: all ASCII, so plain sorting is UTF-16 order.
+_JCS_NAMES = sorted(name for _, name in STORED_COLUMNS)
+_JCS_VALUES = operator.itemgetter(*_JCS_NAMES)
+_JCS_EVENT_DATA_INDEX = _JCS_NAMES.index("event_data")
 
 
 def row_values(event: Mapping[str, Any]) -> list[Any]:
@@ -96,10 +102,13 @@ def row_values(event: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-def copy_row(event: Mapping[str, Any]) -> list[Any]:
-    """One COPY row of a stamped event (events carry every key: normalize_event sets them all)."""
+def copy_row(event: Mapping[str, Any], event_data_json: bytes | None = None) -> list[Any]:
+    """One COPY row of a stamped event (events carry every key: normalize_event sets them all);
+    `event_data_json`: its event_data already serialized (the leaf's bytes), else it is here."""
     row = list(_API_NAMES(event))
-    row[_EVENT_DATA_INDEX] = orjson.dumps(row[_EVENT_DATA_INDEX]).decode()
+    if event_data_json is None:
+        event_data_json = orjson.dumps(row[_EVENT_DATA_INDEX])
+    row[_EVENT_DATA_INDEX] = event_data_json.decode()
     return row
 
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from orjson import Fragment
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
-from datastorage.ledger.leaf import exact_leaf_hash
+from datastorage.ledger.leaf import exact_json, exact_leaf_hash
 from datastorage.store.audit_rows import row_to_event, stored_event
 
 SEQUENCER_LOCK = 0x64617461_0012  # arbitrary constants shared by every process
@@ -89,13 +90,16 @@ class Queued:
     def __bool__(self) -> bool:
         return bool(self._found)
 
-    def add(self, event: dict[str, Any]) -> None:
-        """An event about to be stored (stamped, complete)."""
+    def add(self, event: dict[str, Any]) -> bytes | None:
+        """An event about to be stored (stamped, complete). Returns its event_data's JCS bytes
+        when the leaf was computed from them (a COPY row can reuse them: `copy_row`)."""
         key = (event["event_id"], event["event_date"])
-        leaf = exact_leaf_hash(stored_event(event)) if self.leaf_hashes else None
+        data = exact_json(event["event_data"]) if self.leaf_hashes else None
+        leaf = None if data is None else exact_leaf_hash(stored_event(event, Fragment(data)))
         if key in self._found and self._found[key] != leaf:
             leaf = None
         self._found[key] = leaf
+        return data
 
     def keys(self) -> str:
         """Every event, as the one JSON parameter of `register` (serialized by orjson in C:

@@ -132,3 +132,20 @@ def test_the_writers_hash_equals_the_hash_of_the_get_body(log_on_server):
         ids = [json.loads(content)["event_id"] for content in stored]
         eventually(lambda: all(_leaf(db, i) for i in ids), timeout=30)
         _check_leaves(db, stored)
+
+
+def test_a_batch_writers_hash_equals_the_hash_of_the_get_body(log_on_server):
+    """A batch is stored by COPY, whose rows carry event_data as the very bytes the writer's
+    leaf was computed from (sorted keys): GET must give back what those bytes hash to."""
+    client, url = log_on_server
+    with psycopg.connect(url, autocommit=True) as db:
+        response = client.post(f"{EVENTS}/batch", json=_bodies())
+        assert response.status_code == 201, response.text
+        ids = response.json()["event_ids"]
+        stored = []
+        for event_id in ids:
+            got = client.get(f"{EVENTS}/{event_id}")
+            assert got.status_code == 200
+            stored.append(got.content)
+        eventually(lambda: all(_leaf(db, i) for i in ids), timeout=30)
+        _check_leaves(db, stored)
