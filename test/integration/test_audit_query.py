@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import uuid
 
+import psycopg
 import pytest
 from support import make_event, now_rfc3339
 
@@ -322,3 +324,62 @@ def test_bad_paging_parameters_are_400(api, param, value):
 
 def test_unknown_query_parameters_are_ignored(api):
     assert api.get(EVENTS, params={"whatever": "1", "limit": 1}).status_code == 200
+
+
+async def _fill_month(url: str, today: dt.date) -> None:
+    from datastorage.store.partitions import ensure_month, month_of
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await ensure_month(conn, month_of(today), 5.0)
+
+
+def test_a_rare_writer_is_listed_through_the_recorded_by_index(pg_server):
+    """Among 20,000 events of one writer, the three of another are found through the
+    recorded_by index (migration 012), not by walking the time index: the plan of the list's
+    own page and count statements, on their own database, with the planner's statistics."""
+    from support import run_migrations
+
+    from datastorage.store.audit_queries import EventQuery, filter_clause
+
+    url = pg_server.create_database(f"recorded_{uuid.uuid4().hex[:10]}")
+    run_migrations(url)
+    today = dt.datetime.now(dt.UTC).date()
+    asyncio.run(_fill_month(url, today))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO audit_events (event_id, event_version, event_timestamp, event_date,"
+            " event_type, event_category, event_action, event_outcome, actor_type, actor_id,"
+            " resource_type, resource_id, correlation_id, event_data, recorded_by)"
+            " SELECT gen_random_uuid(), '1', now() - i * interval '1 ms', %s, 't', 'gateway',"
+            " 'a', 'success', 'service', 'x', 'r', 'r', 'c' || i, '{}',"
+            " CASE WHEN i %% 7000 = 1 THEN 'rare' ELSE 'bulk' END"
+            " FROM generate_series(1, 20000) i",
+            (today,),
+        )
+        conn.execute("ANALYZE audit_events")
+        query = EventQuery(
+            filters={"recorded_by": "rare"},
+            since=None,
+            until=None,
+            event_data=None,
+            descending=True,
+            limit=50,
+            offset=None,
+            cursor=None,
+            count_limit=10000,
+        )
+        where, params = filter_clause(query)
+        page = psycopg.sql.SQL(
+            "EXPLAIN SELECT * FROM audit_events WHERE {} "
+            "ORDER BY event_timestamp DESC, event_id DESC LIMIT 51"
+        ).format(where)
+        count = psycopg.sql.SQL(
+            "EXPLAIN SELECT count(*) FROM (SELECT 1 FROM audit_events WHERE {} LIMIT 10001) c"
+        ).format(where)
+        for statement in (page, count):
+            plan = "\n".join(r[0] for r in conn.execute(statement, params).fetchall())
+            assert "audit_events_recorded_by_time_idx" in plan or "recorded_by_event" in plan, plan
+        rare = conn.execute(
+            "SELECT count(*) FROM audit_events WHERE recorded_by = 'rare'"
+        ).fetchone()[0]
+        assert rare == 3
