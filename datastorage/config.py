@@ -173,6 +173,13 @@ class Settings:
     db_statement_timeout: float = setting(
         30.0, _non_negative_float, "seconds a statement may run (0: no limit)"
     )
+    db_tcp_timeout: float = setting(
+        20.0,
+        _non_negative_float,
+        "seconds without an answer from a silent database host (network cut, host gone) after"
+        " which a connection counts as lost, on both ends: TCP keepalive probes and a limit on"
+        " unacknowledged data (0: the OS defaults, about 15 minutes)",
+    )
     database_pooler: str = setting(
         "none",
         _choice("none", "pgbouncer"),

@@ -3,7 +3,8 @@ and one-off connections for work outside the pool (start-up partitions, the `par
 command, partition maintenance).
 
 Every connection is autocommit, runs in UTC, carries an application name and a statement
-timeout, and gives up connecting after the pool timeout (at least 1 s). Callers outside
+timeout, gives up connecting after the pool timeout (at least 1 s), and over TCP finds a silent
+database host within `db_tcp_timeout` (`_keepalive`). Callers outside
 `datastorage.store` get connections from here and never import psycopg.
 
 Through PgBouncer in transaction mode (`database_pooler = pgbouncer`) consecutive statements
@@ -19,6 +20,7 @@ of one client may run on different server sessions, so nothing may rely on sessi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -78,13 +80,45 @@ def session_kwargs(
         "application_name": application_name,
         "connect_timeout": max(1, int(connect_timeout)),
     }
+    keepalive = _keepalive(settings.db_tcp_timeout)
+    kwargs.update(keepalive.client)
     if transaction_pooled(settings):
         # No startup options and no prepared statements; UTC comes from `set_session_*`.
         kwargs["prepare_threshold"] = None
     else:
         timeout_ms = int(statement_timeout * 1000)
-        kwargs["options"] = f"-c TimeZone=UTC -c statement_timeout={timeout_ms}"
+        kwargs["options"] = f"-c TimeZone=UTC -c statement_timeout={timeout_ms}{keepalive.server}"
     return kwargs
+
+
+@dataclass(frozen=True)
+class _Keepalive:
+    client: dict[str, int]  # libpq connection parameters
+    server: str  # startup options for the session's backend
+
+
+def _keepalive(timeout: float) -> _Keepalive:
+    """A silent database host (a cut network, a host gone without closing its sockets) is found
+    within `timeout` seconds instead of the OS's ~15 minutes: keepalive probes start after a
+    third of it on an idle connection, and unacknowledged data (a statement sent into the void)
+    gives up at `timeout` (TCP_USER_TIMEOUT). So a request waiting on such a connection fails
+    and goes to the DLQ, and the pool drops the connection. The backend probes its end the same
+    way, so a session whose client vanished ends and releases its locks (the log's leader lock
+    among them). Unix-socket connections have no TCP and ignore all of it."""
+    if timeout <= 0:
+        return _Keepalive({}, "")
+    idle, interval, count = max(1, round(timeout / 3)), max(1, round(timeout / 9)), 3
+    return _Keepalive(
+        {
+            "keepalives": 1,
+            "keepalives_idle": idle,
+            "keepalives_interval": interval,
+            "keepalives_count": count,
+            "tcp_user_timeout": int(timeout * 1000),
+        },
+        f" -c tcp_keepalives_idle={idle} -c tcp_keepalives_interval={interval}"
+        f" -c tcp_keepalives_count={count}",
+    )
 
 
 async def set_session_async(settings: Settings, conn: AsyncConnection) -> None:
