@@ -41,6 +41,7 @@ from datastorage.auth.authenticator import (
 )
 from datastorage.auth.permissions import OPEN_PATHS, Metering, Permission
 from datastorage.auth.ratelimit import RateLimiter
+from datastorage.http.middleware import ROUTE_TEMPLATE_KEY
 from datastorage.http.problems import Problem, problem_response, unavailable
 from datastorage.metrics import AUTH_REQUESTS, RATE_LIMITED
 
@@ -133,6 +134,7 @@ class Authentication:
             if permission is not None and self.limiter is not None:
                 self._meter(scope, identity, permission)
         except Problem as problem:
+            scope[ROUTE_TEMPLATE_KEY] = self.route_template(scope)  # the metric's route label
             response = problem_response(problem, scope["path"])
             await response(scope, receive, send)
             return

@@ -24,6 +24,10 @@ log = logging.getLogger("datastorage.http")
 
 # Metric labels stay bounded whatever method a client sends.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The scope key under which a middleware that answers before the router runs (authentication's
+# 401/403/429/503) leaves the route template it matched, so the request is counted under its
+# route rather than as `unmatched`.
+ROUTE_TEMPLATE_KEY = "datastorage.route_template"
 
 
 class RequestContext:
@@ -103,7 +107,11 @@ class RequestContext:
                 )
                 await response(scope, receive_body, send_with_id)
         finally:
-            route = self.routes.get(scope.get("endpoint"), "unmatched")
+            route = (
+                self.routes.get(scope.get("endpoint"))
+                or scope.get(ROUTE_TEMPLATE_KEY)
+                or "unmatched"
+            )
             elapsed = time.perf_counter() - started
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             self._metrics(method, route, status).observe(elapsed)

@@ -496,3 +496,38 @@ def test_a_caller_over_its_budget_gets_429_and_another_caller_is_unaffected(
     assert big.status_code == 429 and big.headers["Retry-After"] == "2"
     # Nothing of the refused requests was stored: 3 singles and one batch of 2.
     assert stored_by(db, correlation) == {WRITER: 5, "second": 1}
+
+
+def test_refused_requests_are_counted_under_their_route(standin, database_url):
+    """A 401 or 403 is answered before the router runs; it is still counted under the route
+    it was for (a per-route panel shows refused writes), and only a path no route serves is
+    `unmatched`."""
+    standin.add_token("scraper-token", User("prometheus", audiences=(AUDIENCE,)))
+    standin.grant("user:prometheus", Grant(("get",), non_resource_urls=("/metrics",)))
+    event_path = f"{EVENTS}/{uuid.uuid4()}"
+
+    def count(text: str, method: str, route: str, status: int) -> float:
+        wanted = (
+            f'datastorage_http_requests_total{{method="{method}",route="{route}",'
+            f'status="{status}"}}'
+        )
+        for line in text.splitlines():
+            if line.startswith(wanted):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    async def scenario(client):
+        scrape = await client.get("/metrics", headers=bearer("scraper-token"))
+        await client.post(EVENTS, json=make_event())
+        await client.get(event_path, headers=bearer("nobody-token"))
+        await client.get("/api/v1/no-such-route", headers=bearer("writer-token"))
+        return scrape.text, (await client.get("/metrics", headers=bearer("scraper-token"))).text
+
+    before, after = run(standin, database_url, scenario)
+    template = f"{EVENTS}/{{event_id}}"
+    for method, route, status in (
+        ("POST", EVENTS, 401),
+        ("GET", template, 403),
+        ("GET", "unmatched", 404),
+    ):
+        assert count(after, method, route, status) == count(before, method, route, status) + 1
