@@ -11,7 +11,7 @@ This module is meant to be read alone by an auditor. It owns:
   recursive definitions of RFC 9162 §2.1.3.1 (PATH) and §2.1.4.1 (SUBPROOF);
 - proof verification following RFC 9162 §2.1.3.2 and §2.1.4.2 step by step;
 - appending leaves to a tree known only by its right frontier (the complete subtrees covering
-  it), which yields every new complete subtree hash the store must keep.
+  it), which yields the new complete subtree hashes the store keeps.
 
 Addressing: the complete subtree (level, index) covers leaves [index * 2**level,
 (index + 1) * 2**level). Level 0 is a leaf hash.
@@ -159,7 +159,7 @@ def root_from_leaves(leaf_hashes: Sequence[bytes]) -> bytes:
 
 
 class Appended:
-    """The result of appending leaves: every new complete subtree of level >= 1 as
+    """The result of appending leaves: the new complete subtrees of level >= `min_level` as
     (level, index, hash), and the new right frontier (hashes of `root_plan(size)`)."""
 
     def __init__(self, size: int, frontier: list[bytes], nodes: list[tuple[int, int, bytes]]):
@@ -172,26 +172,40 @@ class Appended:
         return fold(self.frontier)
 
 
-def append_leaves(size: int, frontier: Sequence[bytes], new_leaves: Iterable[bytes]) -> Appended:
+def append_leaves(
+    size: int, frontier: Sequence[bytes], new_leaves: Iterable[bytes], min_level: int = 1
+) -> Appended:
     """Append leaf hashes to a tree of `size` leaves whose frontier (the hashes of
-    `root_plan(size)`, left to right) is given."""
-    if len(frontier) != len(root_plan(size)):
-        raise ProofError(f"a tree of size {size} has {len(root_plan(size))} frontier nodes")
-    stack = list(frontier)  # hashes of the complete subtrees covering [0, size), left to right
+    `root_plan(size)`, left to right) is given. `nodes` of the result lists every complete
+    subtree the new leaves close whose level is at least `min_level` (a store that keeps only
+    the higher levels asks for those only).
+
+    It works one level at a time: `row` holds the new complete subtrees of the current level,
+    the first of index `index`. When that index is odd, its left sibling is the frontier's
+    subtree of this level (an odd index at level l means bit l of `size` is set), so it joins
+    the row. Pairs of the row are the next level's new subtrees; an unpaired last one is the new
+    frontier's subtree of this level."""
+    stack = list(frontier)  # the old frontier, highest level first
+    if len(stack) != size.bit_count():
+        raise ProofError(f"a tree of size {size} has {size.bit_count()} frontier nodes")
+    row = list(new_leaves)
+    new_size = size + len(row)
+    kept: list[bytes] = []  # the new frontier's subtrees below the levels left in `stack`
     nodes: list[tuple[int, int, bytes]] = []
-    for leaf in new_leaves:
-        stack.append(leaf)
-        size += 1
-        level = 0
-        # Each trailing one bit of the new size closes a complete subtree one level up.
-        while (size >> level) & 1 == 0:
-            right = stack.pop()
-            left = stack.pop()
-            level += 1
-            joined = node_hash(left, right)
-            stack.append(joined)
-            nodes.append((level, (size >> level) - 1, joined))
-    return Appended(size, stack, nodes)
+    index, level = size, 0
+    sha256 = hashlib.sha256
+    while row:
+        if index & 1:
+            row.insert(0, stack.pop())
+            index -= 1
+        if len(row) & 1:
+            kept.append(row.pop())
+        row = [sha256(b"\x01" + left + right).digest() for left, right in zip(row[::2], row[1::2])]
+        index >>= 1
+        level += 1
+        if level >= min_level:
+            nodes.extend((level, index + offset, h) for offset, h in enumerate(row))
+    return Appended(new_size, stack + kept[::-1], nodes)
 
 
 # ---- verification (RFC 9162 §2.1.3.2 and §2.1.4.2) ---------------------------------------------

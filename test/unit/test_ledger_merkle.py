@@ -326,3 +326,58 @@ def test_proof_nodes_lists_what_a_store_fetches_in_logarithmic_count():
     # Every node named exists in the tree of that size (a complete subtree inside it).
     for level, index in needed:
         assert (index + 1) << level <= size
+
+
+# The level-by-level append against the plain recursive MTH, for every size up to 600 reached in
+# random chunks from every starting size, and its filter of the levels a store keeps.
+
+APPEND_MAX = 600
+APPEND_LEAVES = _random_leaves(APPEND_MAX, seed=13)
+
+
+def _complete_subtrees(size: int) -> dict[tuple[int, int], bytes]:
+    """Every complete subtree of level >= 1 of the first `size` leaves, by the recursive MTH."""
+    found = {}
+    for level in range(1, size.bit_length()):
+        width = 1 << level
+        for index in range(size // width):
+            found[(level, index)] = _mth(APPEND_LEAVES[index * width : (index + 1) * width])
+    return found
+
+
+SUBTREES = _complete_subtrees(APPEND_MAX)
+
+
+def test_append_in_random_chunks_matches_the_recursive_mth_at_every_size_up_to_600():
+    rng = random.Random(17)
+    for start in range(APPEND_MAX + 1):
+        size = start
+        frontier = [SUBTREES.get(node, APPEND_LEAVES[node[1]]) for node in merkle.root_plan(size)]
+        closed: dict[tuple[int, int], bytes] = {}
+        while size < APPEND_MAX:
+            chunk = APPEND_LEAVES[size : size + rng.choice((1, 2, 3, rng.randint(1, 300)))]
+            appended = merkle.append_leaves(size, frontier, chunk)
+            assert appended.size == size + len(chunk)
+            assert appended.root == _mth(APPEND_LEAVES[: appended.size])
+            closed.update({(level, index): h for level, index, h in appended.nodes})
+            size, frontier = appended.size, appended.frontier
+            if start % 50 == 0 or rng.random() < 0.05:  # the costly whole-tree check, sometimes
+                expected = {
+                    node: h
+                    for node, h in _complete_subtrees(size).items()
+                    if (node[1] + 1) << node[0] > start
+                }
+                assert closed == expected
+
+
+def test_append_reports_only_the_levels_asked_for():
+    whole = merkle.append_leaves(0, [], APPEND_LEAVES)
+    high = merkle.append_leaves(0, [], APPEND_LEAVES, min_level=8)
+    assert high.frontier == whole.frontier
+    assert high.nodes == [node for node in whole.nodes if node[0] >= 8]
+    assert {(level, index) for level, index, _ in high.nodes} == {(8, 0), (8, 1), (9, 0)}
+
+
+def test_append_refuses_a_frontier_of_the_wrong_length():
+    with pytest.raises(merkle.ProofError):
+        merkle.append_leaves(5, [APPEND_LEAVES[0]], [APPEND_LEAVES[5]])
