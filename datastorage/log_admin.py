@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from datastorage.config import Settings
-from datastorage.ledger import checkpoint, note
+from datastorage.ledger import checkpoint, note, tree
 from datastorage.ledger.keyfile import KeyFileError, keygen
 from datastorage.ledger.verify import Finding, TreeAudit, checked_roots, summary, unsequenced
 from datastorage.store import ledger_scan, partitions
@@ -90,9 +90,9 @@ def verify_database(
         other_roots = checked_roots(
             ledger_scan.stored_checkpoints(conn), verifiers, signed.origin, findings
         )
-        audit = TreeAudit(signed.size, signed.root, other_roots)
+        audit = TreeAudit(signed.size, signed.root, other_roots, tree.STORED_LEVEL)
         checked = 0
-        for leaf in ledger_scan.leaves(conn, signed.size):
+        for leaf in ledger_scan.leaves(conn, signed.size, tree.STORED_LEVEL):
             checked += 1
             audit.leaf(
                 leaf.leaf_index,
@@ -100,7 +100,7 @@ def verify_database(
                 leaf.leaf_hash,
                 leaf.event,
                 retired=leaf.event is None and leaf.event_date < retain_from,
-                stored_pair_hash=leaf.pair_hash,
+                stored_tile_hash=leaf.tile_hash,
             )
         for _ in other_roots:  # stored checkpoints above the checkpoint's size: signatures only
             pass

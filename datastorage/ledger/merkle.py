@@ -200,7 +200,8 @@ def append_leaves(
             index -= 1
         if len(row) & 1:
             kept.append(row.pop())
-        row = [sha256(b"\x01" + left + right).digest() for left, right in zip(row[::2], row[1::2])]
+        pairs = zip(row[::2], row[1::2], strict=True)  # the row has an even length here
+        row = [sha256(b"\x01" + left + right).digest() for left, right in pairs]
         index >>= 1
         level += 1
         if level >= min_level:

@@ -1,11 +1,11 @@
 """Proofs answered from the stored tree: each fetches the O(log n) subtree hashes its plan names
-in one query (`merkle.proof_nodes`), then folds them with the pure functions of `merkle`."""
+in one query (`merkle.proof_nodes`, `tree.subtree_hashes`), then folds them with the pure functions of `merkle`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datastorage.ledger import merkle
+from datastorage.ledger import merkle, tree
 from datastorage.store import ledger as store
 from datastorage.store.connect import DatabaseConnection as AsyncConnection
 
@@ -24,7 +24,7 @@ class InclusionProof:
 
 
 async def _fetch(conn: AsyncConnection, *plans: list[list[merkle.Node]]) -> merkle.NodeHash:
-    stored = await store.node_hashes(conn, merkle.proof_nodes(*plans))
+    stored = await tree.subtree_hashes(conn, merkle.proof_nodes(*plans))
 
     def get(level: int, index: int) -> bytes:
         try:

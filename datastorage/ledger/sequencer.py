@@ -5,8 +5,8 @@ sequencer runs at a time across every process and replica; the others simply ski
 takes the oldest pending rows (only committed rows are visible, so late commits and DLQ replays
 become later leaves and nothing relies on id or timestamp order), takes each one's leaf hash as
 its writer queued it (or, when none was queued, reads the event in the GET shape and hashes its
-canonical bytes), appends the leaves and every new complete-subtree hash, updates the tree state
-and deletes the pending rows. A crash (even kill -9) mid-round rolls the whole round back:
+canonical bytes), appends the leaves and the new complete-subtree hashes the store keeps
+(`ledger.tree`), updates the tree state and deletes the pending rows. A crash (even kill -9) mid-round rolls the whole round back:
 nothing is lost and nothing is half-appended.
 
 An event that is already a leaf (registered twice), or that was queued without a hash and whose
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from datastorage.ledger import merkle
+from datastorage.ledger import merkle, tree
 from datastorage.ledger.background import StopWorker, repeat
 from datastorage.ledger.leaf import event_leaf_hash
 from datastorage.store import ledger as store
@@ -49,7 +49,7 @@ class Round:
 async def frontier(conn: AsyncConnection, state: store.TreeState) -> list[bytes]:
     """The stored hashes of `merkle.root_plan(state.size)`, checked against the stored root."""
     plan = merkle.root_plan(state.size)
-    stored = await store.node_hashes(conn, plan)
+    stored = await tree.subtree_hashes(conn, plan)
     missing = [node for node in plan if node not in stored]
     if missing:
         raise TreeCorrupted(f"subtree hashes {missing} of a tree of size {state.size} are missing")
@@ -93,7 +93,10 @@ async def sequence_once(conn: AsyncConnection, batch_size: int) -> Round:
             leaves.append(store.NewLeaf(event_id, event_date, leaf))
         if leaves:
             appended = merkle.append_leaves(
-                state.size, await frontier(conn, state), [leaf.leaf_hash for leaf in leaves]
+                state.size,
+                await frontier(conn, state),
+                [leaf.leaf_hash for leaf in leaves],
+                min_level=tree.STORED_LEVEL,
             )
             new_state = store.TreeState(appended.size, appended.root)
             await store.append(conn, state.size, leaves, appended.nodes, new_state)
@@ -111,7 +114,7 @@ async def _append_hashed(conn: AsyncConnection, state: store.TreeState, batch_si
         log.warning("log: %d pending event(s) not appended: already leaves", taken - len(leaves))
     if not leaves:
         return Round(0, taken, state.size)
-    appended = merkle.append_leaves(state.size, frontier_hashes, leaves)
+    appended = merkle.append_leaves(state.size, frontier_hashes, leaves, tree.STORED_LEVEL)
     await store.append_nodes(conn, appended.nodes, store.TreeState(appended.size, appended.root))
     return Round(len(leaves), taken - len(leaves), appended.size)
 

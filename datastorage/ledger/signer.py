@@ -19,7 +19,7 @@ import enum
 import logging
 from collections.abc import Callable
 
-from datastorage.ledger import merkle, note
+from datastorage.ledger import merkle, note, tree
 from datastorage.ledger.background import StopWorker, repeat
 from datastorage.ledger.checkpoint import Checkpoint
 from datastorage.ledger.sequencer import ConnectionSource
@@ -99,7 +99,7 @@ class CheckpointSigner:
                     for s, _ in known
                     if s.size <= current.size
                 ]
-                stored = await store.node_hashes(conn, merkle.proof_nodes(*plans))
+                stored = await tree.subtree_hashes(conn, merkle.proof_nodes(*plans))
 
                 def get(level: int, index: int) -> bytes:
                     if (level, index) not in stored:

@@ -12,8 +12,11 @@ leaf. Findings, one line each as `<kind> event_id=<id> leaf_index=<n>`:
 - `unsequenced`: a row committed longer ago than the grace period that is no leaf (inserted
   behind the service's back, or never sequenced);
 - `root-mismatch`: the leaves do not rebuild the checkpoint's root (reordered, replaced or
-  forged leaves), or a stored checkpoint disagrees with the tree; when stored level-1 subtree
-  hashes are given, the leaves under each one that no longer matches are named;
+  forged leaves), or a stored checkpoint disagrees with the tree; when the stored tiles (the
+  lowest stored level of subtrees, `ledger.tree.STORED_LEVEL`) are given, each tile whose leaves
+  no longer give its stored hash, or whose hash is gone, is named by its range of leaves (a
+  reordering inside one tile changes no stored hash but the ones above it, so the tile is as
+  close as the stored tree can point);
 - `truncated`: fewer leaves than the checkpoint's tree size.
 
 The tree is rebuilt from the stored leaf hashes (an edited row is reported as `edited` and does
@@ -58,9 +61,11 @@ class TreeAudit:
         size: int,
         root: bytes,
         other_roots: Mapping[int, bytes] | Iterable[tuple[int, bytes]] | None = None,
+        tile_level: int | None = None,
     ):
         """`other_roots`: the stored checkpoints (tree size -> root), or (size, root) pairs in
-        ascending size, consumed as the tree reaches each size (constant memory)."""
+        ascending size, consumed as the tree reaches each size (constant memory).
+        `tile_level`: the level of the stored tiles given to `leaf` (None: none are given)."""
         self.size = size
         self.root = root
         if isinstance(other_roots, Mapping):
@@ -68,7 +73,7 @@ class TreeAudit:
         self._others: Iterator[tuple[int, bytes]] = iter(other_roots or ())
         self._next_other = next(self._others, None)
         self._appended = merkle.append_leaves(0, [], [])
-        self._pair: list[tuple[str, bytes]] = []  # the current level-1 pair (event id, hash)
+        self._tile_level = tile_level
         self.findings: list[Finding] = []
 
     def leaf(
@@ -78,9 +83,10 @@ class TreeAudit:
         stored_hash: bytes,
         event: Mapping[str, Any] | None,
         retired: bool = False,
-        stored_pair_hash: bytes | None = None,
+        stored_tile_hash: bytes | None = None,
     ) -> None:
-        """One leaf; `stored_pair_hash` is the stored level-1 subtree containing it, if known."""
+        """One leaf; for the last leaf of a tile, `stored_tile_hash` is the tile's stored hash
+        (None when it is not stored)."""
         if leaf_index >= self.size:
             return  # beyond the checkpoint: not covered by it
         expected = self._appended.size
@@ -93,9 +99,11 @@ class TreeAudit:
             self.findings.append(Finding("retired" if retired else "missing", event_id, leaf_index))
         elif event_leaf_hash(event) != stored_hash:
             self.findings.append(Finding("edited", event_id, leaf_index))
+        level = self._tile_level if self._tile_level is not None else 64
         self._appended = merkle.append_leaves(
-            self._appended.size, self._appended.frontier, [stored_hash]
+            self._appended.size, self._appended.frontier, [stored_hash], level
         )
+        self._check_tile(stored_tile_hash)
         size = self._appended.size
         while self._next_other is not None and self._next_other[0] <= size:
             other_size, other_root = self._next_other
@@ -104,15 +112,23 @@ class TreeAudit:
                     Finding("root-mismatch", None, None, f"stored checkpoint tree_size={size}")
                 )
             self._next_other = next(self._others, None)
-        self._pair.append((event_id, stored_hash))
-        if len(self._pair) == 2:
-            (left_id, left), (right_id, right) = self._pair
-            if stored_pair_hash is not None and merkle.node_hash(left, right) != stored_pair_hash:
-                for offset, pair_id in ((2, left_id), (1, right_id)):
-                    self.findings.append(
-                        Finding("root-mismatch", pair_id, size - offset, "its subtree changed")
-                    )
-            self._pair = []
+
+    def _check_tile(self, stored: bytes | None) -> None:
+        """Compare the tile the last leaf closed, if any, with its stored hash."""
+        for level, index, rebuilt in self._appended.nodes:
+            if level != self._tile_level or rebuilt == stored:
+                continue
+            first = index << level
+            what = "is not stored" if stored is None else "differs from its leaves"
+            self.findings.append(
+                Finding(
+                    "root-mismatch",
+                    None,
+                    first,
+                    f"stored subtree level={level} index={index} of leaves "
+                    f"{first}..{first + (1 << level) - 1} {what}",
+                )
+            )
 
     def finish(self) -> list[Finding]:
         if self._appended.size < self.size:

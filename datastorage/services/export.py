@@ -34,6 +34,7 @@ from datastorage.domain.events import format_timestamp
 from datastorage.ledger import merkle, note
 from datastorage.ledger.export_verify import FORMAT, signed_text
 from datastorage.ledger.subset_proof import LeafSet, proof_ranges
+from datastorage.ledger.tree import subtree_hashes
 from datastorage.store import export as store
 from datastorage.store import ledger as ledger_store
 from datastorage.store.audit_queries import EventQuery
@@ -136,7 +137,7 @@ class Exporter:
         """The subset proof's hashes: each range's complete subtrees fetched in batches."""
         for ranges in _batched(proof_ranges(size, leaves.any_in), _PROOF_BATCH):
             plans = [merkle.range_nodes(start, end) for start, end in ranges]
-            stored = await ledger_store.node_hashes(conn, (n for plan in plans for n in plan))
+            stored = await subtree_hashes(conn, (n for plan in plans for n in plan))
             for plan in plans:
                 yield merkle.fold([stored[node] for node in plan])
 

@@ -283,21 +283,35 @@ async def tree_state(conn: AsyncConnection, *, for_update: bool = False) -> Tree
     return TreeState(size, bytes(root))
 
 
-async def node_hashes(conn: AsyncConnection, nodes: Iterable[Node]) -> dict[Node, bytes]:
-    """Hashes of these complete subtrees in one query (level 0 from the leaves); a node that is
-    not stored is absent from the result."""
+async def stored_hashes(
+    conn: AsyncConnection, nodes: Iterable[Node], leaf_ranges: Iterable[tuple[int, int]]
+) -> dict[Node, bytes]:
+    """In one query: the stored hashes of these complete subtrees (`log_nodes`; level 0 from the
+    leaves), and the hashes of the leaves in these index ranges [start, end) as (0, index). What
+    is not stored is absent from the result."""
     levels, indexes = [], []
     for level, index in set(nodes):
         levels.append(level)
         indexes.append(index)
-    if not levels:
+    starts, ends = [], []
+    for first, end in set(leaf_ranges):
+        starts.append(first)
+        ends.append(end)
+    if not levels and not starts:
         return {}
+    # Each range is read through the primary key (a lateral index range scan), whatever the size
+    # of the leaf table.
     cur = await conn.execute(
         "SELECT k.level, k.node_index, coalesce(l.leaf_hash, n.hash) "
         "FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, node_index) "
         "LEFT JOIN log_leaves l ON k.level = 0 AND l.leaf_index = k.node_index "
-        "LEFT JOIN log_nodes n ON n.level = k.level AND n.node_index = k.node_index",
-        (levels, indexes),
+        "LEFT JOIN log_nodes n ON n.level = k.level AND n.node_index = k.node_index "
+        "UNION ALL SELECT 0, l.leaf_index, l.leaf_hash "
+        "FROM unnest(%s::bigint[], %s::bigint[]) AS r(first, stop) "
+        "CROSS JOIN LATERAL (SELECT leaf_index, leaf_hash FROM log_leaves "
+        "WHERE leaf_index >= r.first AND leaf_index < r.stop) l",
+        (levels, indexes, starts, ends),
+        binary=True,
     )
     return {(level, index): bytes(h) for level, index, h in await cur.fetchall() if h is not None}
 
@@ -324,16 +338,19 @@ async def append(
 async def append_nodes(
     conn: AsyncConnection, nodes: Sequence[tuple[int, int, bytes]], new_state: TreeState
 ) -> None:
-    """Store new subtree hashes and the new tree state (the leaves are stored already)."""
-    if nodes:
-        async with conn.cursor().copy(
-            "COPY log_nodes (level, node_index, hash) FROM STDIN"
-        ) as copy:
-            for node in nodes:
-                await copy.write_row(node)
+    """Store new subtree hashes and the new tree state (the leaves are stored already), in one
+    statement."""
     await conn.execute(
+        "WITH added AS (INSERT INTO log_nodes (level, node_index, hash) "
+        "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])) "
         "UPDATE log_tree SET tree_size = %s, root_hash = %s, updated_at = now()",
-        (new_state.size, new_state.root),
+        (
+            [node[0] for node in nodes],
+            [node[1] for node in nodes],
+            [node[2] for node in nodes],
+            new_state.size,
+            new_state.root,
+        ),
     )
 
 

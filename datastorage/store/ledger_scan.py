@@ -31,7 +31,7 @@ class LeafRow:
     event_id: str
     event_date: dt.date
     leaf_hash: bytes
-    pair_hash: bytes | None  # the stored level-1 subtree holding this leaf, if complete
+    tile_hash: bytes | None  # last leaf of a tile: the tile's stored hash (None: not stored)
     event: dict[str, Any] | None  # the row in the GET shape; None when it is gone
 
 
@@ -47,28 +47,30 @@ def snapshot(conn: Connection) -> Iterator[None]:
 
 _LEAVES = """
 SELECT l.leaf_index AS leaf_index_, l.event_id::text AS leaf_event_id_,
-       l.event_date AS leaf_event_date_, l.leaf_hash AS leaf_hash_, n.hash AS pair_hash_, e.*
+       l.event_date AS leaf_event_date_, l.leaf_hash AS leaf_hash_, n.hash AS tile_hash_, e.*
   FROM log_leaves l
   LEFT JOIN audit_events e ON e.event_id = l.event_id AND e.event_date = l.event_date
-  LEFT JOIN log_nodes n ON n.level = 1 AND n.node_index = l.leaf_index / 2
- WHERE l.leaf_index < %s
+  LEFT JOIN log_nodes n ON n.level = %(level)s AND n.node_index = l.leaf_index / %(width)s
+       AND (l.leaf_index + 1) %% %(width)s = 0
+ WHERE l.leaf_index < %(size)s
  ORDER BY l.leaf_index
 """
 
 
-def leaves(conn: Connection, size: int) -> Iterator[LeafRow]:
-    """Leaves 0..size-1 in index order, each with its row (call inside `snapshot`)."""
+def leaves(conn: Connection, size: int, tile_level: int) -> Iterator[LeafRow]:
+    """Leaves 0..size-1 in index order, each with its row and, for the last leaf of each tile
+    (subtree of level `tile_level`), the tile's stored hash (call inside `snapshot`)."""
     with conn.cursor("verify_leaves", row_factory=dict_row) as cur:
         cur.itersize = BATCH
-        cur.execute(_LEAVES, (size,))
+        cur.execute(_LEAVES, {"size": size, "level": tile_level, "width": 1 << tile_level})
         for row in cur:
-            pair = row["pair_hash_"]
+            tile = row["tile_hash_"]
             yield LeafRow(
                 row["leaf_index_"],
                 row["leaf_event_id_"],
                 row["leaf_event_date_"],
                 bytes(row["leaf_hash_"]),
-                None if pair is None else bytes(pair),
+                None if tile is None else bytes(tile),
                 None if row["event_id"] is None else row_to_event(row),
             )
 

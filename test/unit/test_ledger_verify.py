@@ -22,19 +22,21 @@ def _events(count: int) -> list[dict]:
 EVENTS = _events(10)
 HASHES = [event_leaf_hash(e) for e in EVENTS]
 TREE = merkle.append_leaves(0, [], HASHES)
-PAIRS = {index: value for level, index, value in TREE.nodes if level == 1}
+TILE_LEVEL = 2  # tiles of four leaves, so that ten leaves make two complete tiles
+TILES = {index: value for level, index, value in TREE.nodes if level == TILE_LEVEL}
 
 
-def _audit(leaves, rows, size=10, root=TREE.root, other_roots=None, retired=()):
-    audit = TreeAudit(size, root, other_roots)
+def _audit(leaves, rows, size=10, root=TREE.root, other_roots=None, retired=(), tiles=TILES):
+    audit = TreeAudit(size, root, other_roots, TILE_LEVEL)
     for index, event_id, stored_hash in leaves:
+        closes_tile = (index + 1) % (1 << TILE_LEVEL) == 0
         audit.leaf(
             index,
             event_id,
             stored_hash,
             rows.get(event_id),
             retired=event_id in retired,
-            stored_pair_hash=PAIRS.get(index // 2),
+            stored_tile_hash=tiles.get(index >> TILE_LEVEL) if closes_tile else None,
         )
     return [(f.kind, f.event_id, f.leaf_index) for f in audit.finish()]
 
@@ -70,14 +72,37 @@ def test_retired_is_reported_but_not_a_failure():
     assert code == 0 and "retired=1" in line
 
 
-def test_swapped_leaves_break_the_root_and_are_named_by_their_subtrees():
+def test_swapped_leaves_break_the_root_and_are_named_by_their_tiles():
     leaves = _leaves()
     leaves[2], leaves[7] = (2, *leaves[7][1:]), (7, *leaves[2][1:])
     findings = _audit(leaves, ROWS)
-    named = {event_id for kind, event_id, _ in findings if kind == "root-mismatch" and event_id}
-    assert {EVENTS[2]["event_id"], EVENTS[7]["event_id"]} <= named
-    assert ("root-mismatch", None, None) in findings
-    assert not [f for f in findings if f[0] == "edited"]
+    assert findings == [
+        ("root-mismatch", None, 0),  # the tile of leaves 0..3
+        ("root-mismatch", None, 4),  # the tile of leaves 4..7
+        ("root-mismatch", None, None),  # the checkpoint's root
+    ]
+
+
+def test_leaves_swapped_in_the_incomplete_tail_break_the_root_only():
+    leaves = _leaves()
+    leaves[8], leaves[9] = (8, *leaves[9][1:]), (9, *leaves[8][1:])
+    assert _audit(leaves, ROWS) == [("root-mismatch", None, None)]
+
+
+def test_a_stored_tile_changed_or_deleted_is_named_while_the_root_still_holds():
+    changed = {**TILES, 1: merkle.node_hash(TILES[0], TILES[1])}
+    assert _audit(_leaves(), ROWS, tiles=changed) == [("root-mismatch", None, 4)]
+    audit = TreeAudit(10, TREE.root, None, TILE_LEVEL)
+    for index, event_id, stored_hash in _leaves():
+        # the tile of leaves 0..3 is changed, the one of leaves 4..7 is gone
+        stored_tile = changed[1] if index == 3 else None
+        audit.leaf(index, event_id, stored_hash, ROWS[event_id], stored_tile_hash=stored_tile)
+    assert [f.line() for f in audit.finish()] == [
+        "root-mismatch event_id=- leaf_index=0 stored subtree level=2 index=0 of leaves 0..3 "
+        "differs from its leaves",
+        "root-mismatch event_id=- leaf_index=4 stored subtree level=2 index=1 of leaves 4..7 "
+        "is not stored",
+    ]
 
 
 def test_a_leaf_hash_rewritten_to_match_an_edited_row_breaks_the_root():
@@ -85,8 +110,7 @@ def test_a_leaf_hash_rewritten_to_match_an_edited_row_breaks_the_root():
     leaves = _leaves()
     leaves[4] = (4, edited["event_id"], event_leaf_hash(edited))
     findings = _audit(leaves, {**ROWS, edited["event_id"]: edited})
-    assert ("root-mismatch", EVENTS[4]["event_id"], 4) in findings
-    assert ("root-mismatch", None, None) in findings
+    assert findings == [("root-mismatch", None, 4), ("root-mismatch", None, None)]  # tile 4..7
 
 
 def test_a_truncated_tail_is_reported():

@@ -1,0 +1,41 @@
+"""The hashes of complete subtrees of the stored tree, whatever their level.
+
+The database keeps the hash of every complete subtree of level `STORED_LEVEL` (a "tile" of 256
+leaves) and above in `log_nodes`, and every leaf hash in `log_leaves`; it does not keep the
+levels in between. Storing one row per leaf for levels 1..7 cost the sequencer about as much as
+the leaf itself, while a subtree below a tile is rebuilt from at most 128 leaf hashes read in
+one index range. This module is the one place that knows the split: every root, proof and
+frontier of the stored tree asks `subtree_hashes` and never reads `log_nodes` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from datastorage.ledger import merkle
+from datastorage.store import ledger as store
+from datastorage.store.connect import DatabaseConnection as AsyncConnection
+
+STORED_LEVEL = 8  # the lowest level of `log_nodes` (migration 011 removed the ones below)
+
+
+async def subtree_hashes(
+    conn: AsyncConnection, nodes: Iterable[merkle.Node]
+) -> dict[merkle.Node, bytes]:
+    """The hashes of these complete subtrees (level, index), in one query: stored ones read,
+    the ones of level 1..STORED_LEVEL-1 computed from their leaves. A subtree that is not stored
+    or whose leaves are not all there is absent from the result."""
+    wanted = set(nodes)
+    computed = [(level, index) for level, index in wanted if 0 < level < STORED_LEVEL]
+    stored = await store.stored_hashes(
+        conn,
+        (node for node in wanted if node[0] == 0 or node[0] >= STORED_LEVEL),
+        ((index << level, (index + 1) << level) for level, index in computed),
+    )
+    found = {node: value for node, value in stored.items() if node in wanted}
+    for level, index in computed:
+        first = index << level
+        leaves = [stored.get((0, i)) for i in range(first, first + (1 << level))]
+        if None not in leaves:
+            found[(level, index)] = merkle.root_from_leaves(leaves)  # type: ignore[arg-type]
+    return found
