@@ -26,7 +26,7 @@ import psycopg
 from report import Row, latency_summary
 from scenarios import BATCH_PATH, EVENTS_PATH, Bench, _cpu_notes, _load_window
 
-from datastorage.ledger import merkle, proofs
+from datastorage.ledger import merkle, proofs, tree
 from datastorage.ledger.keyfile import keygen
 
 LOG_TABLES = "log_pending, log_leaves, log_nodes, log_checkpoints, log_signer_state"
@@ -144,7 +144,7 @@ def _store_tree(url: str, size: int) -> list[str]:
     """A tree of `size` random leaves, stored as the sequencer stores it; returns the ids."""
     hashes = [os.urandom(32) for _ in range(size)]
     ids = [str(uuid.uuid4()) for _ in range(size)]
-    appended = merkle.append_leaves(0, [], hashes)
+    appended = merkle.append_leaves(0, [], hashes, tree.STORED_LEVEL)
     today = dt.date.today()
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         with conn.cursor().copy(

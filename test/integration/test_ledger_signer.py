@@ -11,7 +11,7 @@ import boto3
 import pytest
 from ledger_helpers import connection_source, new_events, reset_log, store_events
 
-from datastorage.ledger import checkpoint, merkle, note, proofs
+from datastorage.ledger import checkpoint, merkle, note, proofs, tree
 from datastorage.ledger.publisher import Publisher
 from datastorage.ledger.sequencer import sequence_once
 from datastorage.ledger.signer import CheckpointSigner, Outcome
@@ -77,7 +77,7 @@ async def test_a_rewritten_tree_is_never_signed_and_signing_stops(log_db, db, ke
         bytes(r[0]) for r in db.execute("SELECT leaf_hash FROM log_leaves ORDER BY leaf_index")
     ]
     forged = [merkle.leaf_hash(b"forged"), *leaves[1:]]
-    rebuilt = merkle.append_leaves(0, [], forged)
+    rebuilt = merkle.append_leaves(0, [], forged, tree.STORED_LEVEL)
     db.execute("UPDATE log_leaves SET leaf_hash = %s WHERE leaf_index = 0", (forged[0],))
     db.execute("TRUNCATE log_nodes")
     for level, index, value in rebuilt.nodes:
@@ -100,9 +100,9 @@ async def test_a_truncated_tree_is_never_signed(log_db, db, key):
     assert await signer.sign_once() == Outcome.SIGNED
     db.execute("DELETE FROM log_leaves WHERE leaf_index >= 4")
     db.execute("DELETE FROM log_nodes WHERE (node_index + 1) * (1 << level) > 4")
+    kept = [bytes(r[0]) for r in db.execute("SELECT leaf_hash FROM log_leaves ORDER BY leaf_index")]
     db.execute(
-        "UPDATE log_tree SET tree_size = 4, root_hash = "
-        "(SELECT hash FROM log_nodes WHERE level = 2 AND node_index = 0)"
+        "UPDATE log_tree SET tree_size = 4, root_hash = %s", (merkle.root_from_leaves(kept),)
     )
     fresh = CheckpointSigner(connect, key)
     assert await fresh.sign_once() == Outcome.INCONSISTENT
