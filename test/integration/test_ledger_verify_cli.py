@@ -199,19 +199,58 @@ def test_a_row_inserted_behind_the_log_is_unsequenced_after_the_grace_period(log
     assert verify(log_db, key[1], tmp_path, env=env)[0] == 1
 
 
-def test_two_swapped_leaves_are_named(log_db, key, tmp_path, db_for):
-    ids = build_log(log_db, key[0], tmp_path)
-    db = db_for(log_db)
+def _swap_leaves(db, first: int, second: int) -> None:
     with db.transaction():  # leaf_index is the primary key: swap through a free index
-        db.execute("UPDATE log_leaves SET leaf_index = 1000000 WHERE leaf_index = 2")
-        db.execute("UPDATE log_leaves SET leaf_index = 2 WHERE leaf_index = 5")
-        db.execute("UPDATE log_leaves SET leaf_index = 5 WHERE leaf_index = 1000000")
+        db.execute("UPDATE log_leaves SET leaf_index = 1000000 WHERE leaf_index = %s", (first,))
+        db.execute("UPDATE log_leaves SET leaf_index = %s WHERE leaf_index = %s", (first, second))
+        db.execute("UPDATE log_leaves SET leaf_index = %s WHERE leaf_index = 1000000", (second,))
+
+
+def _tile_line(index: int, what: str = "differs from its leaves") -> str:
+    first = index * 256
+    return (
+        f"root-mismatch event_id=- leaf_index={first} stored subtree level=8 index={index} "
+        f"of leaves {first}..{first + 255} {what}"
+    )
+
+
+def test_two_swapped_leaves_are_named_by_their_tiles(log_db, key, tmp_path, db_for):
+    """Subtrees are stored from level 8 up: a swap is named by the tiles of 256 leaves it
+    changed, and by the first stored checkpoint it breaks."""
+    build_log(log_db, key[0], tmp_path, batches=(300, 230))
+    db = db_for(log_db)
+    _swap_leaves(db, 2, 300)
     code, lines = verify(log_db, key[1], tmp_path)
     assert code == 1
-    assert f"root-mismatch event_id={ids[5]} leaf_index=2 its subtree changed" in lines
-    assert f"root-mismatch event_id={ids[2]} leaf_index=5 its subtree changed" in lines
+    assert lines[:-1] == [  # in leaf order, as the tree is rebuilt
+        _tile_line(0),
+        "root-mismatch event_id=- leaf_index=- stored checkpoint tree_size=300",
+        _tile_line(1),
+        "root-mismatch event_id=- leaf_index=- stored checkpoint tree_size=530",
+        "root-mismatch event_id=- leaf_index=- tree_size=530 checkpoint root",
+    ]
+
+
+def test_two_swapped_leaves_below_a_tile_break_the_checkpoints_that_cover_them(
+    log_db, key, tmp_path, db_for
+):
+    build_log(log_db, key[0], tmp_path)
+    _swap_leaves(db_for(log_db), 2, 5)
+    code, lines = verify(log_db, key[1], tmp_path)
+    assert code == 1
     assert f"root-mismatch event_id=- leaf_index=- tree_size={COUNT} checkpoint root" in lines
+    assert "root-mismatch event_id=- leaf_index=- stored checkpoint tree_size=5" in lines
     assert not [line for line in lines if line.startswith(("edited", "missing"))]
+
+
+def test_a_stored_tile_changed_or_deleted_is_named(log_db, key, tmp_path, db_for):
+    build_log(log_db, key[0], tmp_path, batches=(300, 230))
+    db = db_for(log_db)
+    db.execute("UPDATE log_nodes SET hash = sha256(hash) WHERE level = 8 AND node_index = 0")
+    db.execute("DELETE FROM log_nodes WHERE level = 8 AND node_index = 1")
+    code, lines = verify(log_db, key[1], tmp_path)
+    assert code == 1
+    assert lines[:-1] == [_tile_line(0), _tile_line(1, "is not stored")]
 
 
 def test_a_truncated_leaf_table_is_named(log_db, key, tmp_path, db_for):
