@@ -23,19 +23,33 @@ async def subtree_hashes(
     conn: AsyncConnection, nodes: Iterable[merkle.Node]
 ) -> dict[merkle.Node, bytes]:
     """The hashes of these complete subtrees (level, index), in one query: stored ones read,
-    the ones of level 1..STORED_LEVEL-1 computed from their leaves. A subtree that is not stored
-    or whose leaves are not all there is absent from the result."""
+    leaves and the subtrees of level 1..STORED_LEVEL-1 computed from leaf hashes read by index
+    range. A subtree that is not stored or whose leaves are not all there is absent."""
     wanted = set(nodes)
-    computed = [(level, index) for level, index in wanted if 0 < level < STORED_LEVEL]
+    below = [(level, index) for level, index in wanted if level < STORED_LEVEL]
     stored = await store.stored_hashes(
         conn,
-        (node for node in wanted if node[0] == 0 or node[0] >= STORED_LEVEL),
-        ((index << level, (index + 1) << level) for level, index in computed),
+        (node for node in wanted if node[0] >= STORED_LEVEL),
+        _merged((index << level, (index + 1) << level) for level, index in below),
     )
-    found = {node: value for node, value in stored.items() if node in wanted}
-    for level, index in computed:
+    found = {node: stored[node] for node in wanted if node in stored}
+    for level, index in below:
+        if level == 0:
+            continue
         first = index << level
         leaves = [stored.get((0, i)) for i in range(first, first + (1 << level))]
         if None not in leaves:
             found[(level, index)] = merkle.root_from_leaves(leaves)  # type: ignore[arg-type]
     return found
+
+
+def _merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Index ranges [start, end) with touching or overlapping ones joined: a proof's subtrees
+    below a tile are the siblings on one leaf's path, so they usually make one range."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged

@@ -286,9 +286,8 @@ async def tree_state(conn: AsyncConnection, *, for_update: bool = False) -> Tree
 async def stored_hashes(
     conn: AsyncConnection, nodes: Iterable[Node], leaf_ranges: Iterable[tuple[int, int]]
 ) -> dict[Node, bytes]:
-    """In one query: the stored hashes of these complete subtrees (`log_nodes`; level 0 from the
-    leaves), and the hashes of the leaves in these index ranges [start, end) as (0, index). What
-    is not stored is absent from the result."""
+    """In one query: the hashes of these stored subtrees (`log_nodes`, level >= 1), and of the
+    leaves in these index ranges [start, end) as (0, index). What is not stored is absent."""
     levels, indexes = [], []
     for level, index in set(nodes):
         levels.append(level)
@@ -299,13 +298,14 @@ async def stored_hashes(
         ends.append(end)
     if not levels and not starts:
         return {}
-    # Each range is read through the primary key (a lateral index range scan), whatever the size
-    # of the leaf table.
+    # Lateral subqueries: each node and each range is read through its primary key, so the plan
+    # stays an index lookup per item whatever the size of either table (a join may otherwise
+    # hash a whole scan of log_nodes).
     cur = await conn.execute(
-        "SELECT k.level, k.node_index, coalesce(l.leaf_hash, n.hash) "
+        "SELECT k.level, k.node_index, n.hash "
         "FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, node_index) "
-        "LEFT JOIN log_leaves l ON k.level = 0 AND l.leaf_index = k.node_index "
-        "LEFT JOIN log_nodes n ON n.level = k.level AND n.node_index = k.node_index "
+        "CROSS JOIN LATERAL (SELECT hash FROM log_nodes "
+        "WHERE level = k.level AND node_index = k.node_index) n "
         "UNION ALL SELECT 0, l.leaf_index, l.leaf_hash "
         "FROM unnest(%s::bigint[], %s::bigint[]) AS r(first, stop) "
         "CROSS JOIN LATERAL (SELECT leaf_index, leaf_hash FROM log_leaves "
@@ -313,7 +313,7 @@ async def stored_hashes(
         (levels, indexes, starts, ends),
         binary=True,
     )
-    return {(level, index): bytes(h) for level, index, h in await cur.fetchall() if h is not None}
+    return {(level, index): bytes(h) for level, index, h in await cur.fetchall()}
 
 
 async def append(
