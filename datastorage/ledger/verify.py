@@ -99,6 +99,7 @@ class TreeAudit:
             self.findings.append(Finding("retired" if retired else "missing", event_id, leaf_index))
         elif event_leaf_hash(event) != stored_hash:
             self.findings.append(Finding("edited", event_id, leaf_index))
+        # Only the closed tiles are wanted from the append (level 64: no tree is that high).
         level = self._tile_level if self._tile_level is not None else 64
         self._appended = merkle.append_leaves(
             self._appended.size, self._appended.frontier, [stored_hash], level
