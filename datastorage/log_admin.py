@@ -100,6 +100,7 @@ def verify_database(
                 leaf.leaf_hash,
                 leaf.event,
                 retired=leaf.event is None and leaf.event_date < retain_from,
+                stored_pair_hash=leaf.pair_hash,
                 stored_tile_hash=leaf.tile_hash,
             )
         for _ in other_roots:  # stored checkpoints above the checkpoint's size: signatures only

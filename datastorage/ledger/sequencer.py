@@ -93,13 +93,10 @@ async def sequence_once(conn: AsyncConnection, batch_size: int) -> Round:
             leaves.append(store.NewLeaf(event_id, event_date, leaf))
         if leaves:
             appended = merkle.append_leaves(
-                state.size,
-                await frontier(conn, state),
-                [leaf.leaf_hash for leaf in leaves],
-                min_level=tree.STORED_LEVEL,
+                state.size, await frontier(conn, state), [leaf.leaf_hash for leaf in leaves]
             )
             new_state = store.TreeState(appended.size, appended.root)
-            await store.append(conn, state.size, leaves, appended.nodes, new_state)
+            await store.append(conn, state.size, leaves, *tree.kept(appended.nodes), new_state)
             state = new_state
         await store.delete_pending(conn, [p.seq for p in pending])
         return Round(len(leaves), len(pending) - len(leaves), state.size)
@@ -114,8 +111,9 @@ async def _append_hashed(conn: AsyncConnection, state: store.TreeState, batch_si
         log.warning("log: %d pending event(s) not appended: already leaves", taken - len(leaves))
     if not leaves:
         return Round(0, taken, state.size)
-    appended = merkle.append_leaves(state.size, frontier_hashes, leaves, tree.STORED_LEVEL)
-    await store.append_nodes(conn, appended.nodes, store.TreeState(appended.size, appended.root))
+    appended = merkle.append_leaves(state.size, frontier_hashes, leaves)
+    new_state = store.TreeState(appended.size, appended.root)
+    await store.append_nodes(conn, *tree.kept(appended.nodes), new_state)
     return Round(len(leaves), taken - len(leaves), appended.size)
 
 

@@ -12,11 +12,11 @@ leaf. Findings, one line each as `<kind> event_id=<id> leaf_index=<n>`:
 - `unsequenced`: a row committed longer ago than the grace period that is no leaf (inserted
   behind the service's back, or never sequenced);
 - `root-mismatch`: the leaves do not rebuild the checkpoint's root (reordered, replaced or
-  forged leaves), or a stored checkpoint disagrees with the tree; when the stored tiles (the
-  lowest stored level of subtrees, `ledger.tree.STORED_LEVEL`) are given, each tile whose leaves
-  no longer give its stored hash, or whose hash is gone, is named by its range of leaves (a
-  reordering inside one tile changes no stored hash but the ones above it, so the tile is as
-  close as the stored tree can point);
+  forged leaves), or a stored checkpoint disagrees with the tree; when stored level-1 subtree
+  hashes (pairs of leaves) are given, the leaves under each one that no longer matches are
+  named; when the stored tiles (the lowest stored level of subtrees as rows,
+  `ledger.tree.STORED_LEVEL`) are given, each tile whose leaves no longer give its stored hash,
+  or whose hash is gone, is named by its range of leaves;
 - `truncated`: fewer leaves than the checkpoint's tree size.
 
 The tree is rebuilt from the stored leaf hashes (an edited row is reported as `edited` and does
@@ -74,6 +74,7 @@ class TreeAudit:
         self._next_other = next(self._others, None)
         self._appended = merkle.append_leaves(0, [], [])
         self._tile_level = tile_level
+        self._pair: list[tuple[str, bytes]] = []  # the current level-1 pair (event id, hash)
         self.findings: list[Finding] = []
 
     def leaf(
@@ -83,10 +84,12 @@ class TreeAudit:
         stored_hash: bytes,
         event: Mapping[str, Any] | None,
         retired: bool = False,
+        stored_pair_hash: bytes | None = None,
         stored_tile_hash: bytes | None = None,
     ) -> None:
-        """One leaf; for the last leaf of a tile, `stored_tile_hash` is the tile's stored hash
-        (None when it is not stored)."""
+        """One leaf; `stored_pair_hash` is the stored level-1 subtree containing it, if known;
+        for the last leaf of a tile, `stored_tile_hash` is the tile's stored hash (None when it
+        is not stored)."""
         if leaf_index >= self.size:
             return  # beyond the checkpoint: not covered by it
         expected = self._appended.size
@@ -113,6 +116,15 @@ class TreeAudit:
                     Finding("root-mismatch", None, None, f"stored checkpoint tree_size={size}")
                 )
             self._next_other = next(self._others, None)
+        self._pair.append((event_id, stored_hash))
+        if len(self._pair) == 2:
+            (left_id, left), (right_id, right) = self._pair
+            if stored_pair_hash is not None and merkle.node_hash(left, right) != stored_pair_hash:
+                for offset, pair_id in ((2, left_id), (1, right_id)):
+                    self.findings.append(
+                        Finding("root-mismatch", pair_id, size - offset, "its subtree changed")
+                    )
+            self._pair = []
 
     def _check_tile(self, stored: bytes | None) -> None:
         """Compare the tile the last leaf closed, if any, with its stored hash."""

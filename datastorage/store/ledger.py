@@ -321,10 +321,11 @@ async def append(
     first_index: int,
     leaves: Sequence[NewLeaf],
     nodes: Sequence[tuple[int, int, bytes]],
+    pairs: Sequence[tuple[int, bytes]],
     new_state: TreeState,
 ) -> None:
-    """Store leaves [first_index, first_index + len(leaves)), their new subtree hashes and the
-    new tree state."""
+    """Store leaves [first_index, first_index + len(leaves)), their new subtree hashes, pair
+    hashes and the new tree state."""
     async with conn.cursor().copy(
         "COPY log_leaves (leaf_index, event_id, event_date, leaf_hash) FROM STDIN"
     ) as copy:
@@ -332,22 +333,31 @@ async def append(
             await copy.write_row(
                 (first_index + offset, leaf.event_id, leaf.event_date, leaf.leaf_hash)
             )
-    await append_nodes(conn, nodes, new_state)
+    await append_nodes(conn, nodes, pairs, new_state)
 
 
 async def append_nodes(
-    conn: AsyncConnection, nodes: Sequence[tuple[int, int, bytes]], new_state: TreeState
+    conn: AsyncConnection,
+    nodes: Sequence[tuple[int, int, bytes]],
+    pairs: Sequence[tuple[int, bytes]],
+    new_state: TreeState,
 ) -> None:
-    """Store new subtree hashes and the new tree state (the leaves are stored already), in one
-    statement."""
+    """Store new subtree hashes (`log_nodes`), append new pair hashes to their tiles' rows
+    (`log_pairs`, in index order: rounds run one at a time) and store the new tree state (the
+    leaves are stored already), in one statement."""
     await conn.execute(
         "WITH added AS (INSERT INTO log_nodes (level, node_index, hash) "
-        "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])) "
+        "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])), "
+        "paired AS (INSERT INTO log_pairs (tile_index, hashes) "
+        "SELECT * FROM unnest(%s::bigint[], %s::bytea[]) "
+        "ON CONFLICT (tile_index) DO UPDATE SET hashes = log_pairs.hashes || EXCLUDED.hashes) "
         "UPDATE log_tree SET tree_size = %s, root_hash = %s, updated_at = now()",
         (
             [node[0] for node in nodes],
             [node[1] for node in nodes],
             [node[2] for node in nodes],
+            [tile for tile, _ in pairs],
+            [hashes for _, hashes in pairs],
             new_state.size,
             new_state.root,
         ),

@@ -31,6 +31,7 @@ class LeafRow:
     event_id: str
     event_date: dt.date
     leaf_hash: bytes
+    pair_hash: bytes | None  # the stored level-1 subtree holding this leaf, if complete
     tile_hash: bytes | None  # last leaf of a tile: the tile's stored hash (None: not stored)
     event: dict[str, Any] | None  # the row in the GET shape; None when it is gone
 
@@ -47,9 +48,12 @@ def snapshot(conn: Connection) -> Iterator[None]:
 
 _LEAVES = """
 SELECT l.leaf_index AS leaf_index_, l.event_id::text AS leaf_event_id_,
-       l.event_date AS leaf_event_date_, l.leaf_hash AS leaf_hash_, n.hash AS tile_hash_, e.*
+       l.event_date AS leaf_event_date_, l.leaf_hash AS leaf_hash_, n.hash AS tile_hash_,
+       substring(p.hashes FROM ((l.leaf_index / 2 %% %(pairs)s) * 32 + 1)::int FOR 32) AS pair_hash_,
+       e.*
   FROM log_leaves l
   LEFT JOIN audit_events e ON e.event_id = l.event_id AND e.event_date = l.event_date
+  LEFT JOIN log_pairs p ON p.tile_index = l.leaf_index / %(width)s
   LEFT JOIN log_nodes n ON n.level = %(level)s AND n.node_index = l.leaf_index / %(width)s
        AND (l.leaf_index + 1) %% %(width)s = 0
  WHERE l.leaf_index < %(size)s
@@ -62,14 +66,18 @@ def leaves(conn: Connection, size: int, tile_level: int) -> Iterator[LeafRow]:
     (subtree of level `tile_level`), the tile's stored hash (call inside `snapshot`)."""
     with conn.cursor("verify_leaves", row_factory=dict_row) as cur:
         cur.itersize = BATCH
-        cur.execute(_LEAVES, {"size": size, "level": tile_level, "width": 1 << tile_level})
+        width = 1 << tile_level
+        cur.execute(
+            _LEAVES, {"size": size, "level": tile_level, "width": width, "pairs": width // 2}
+        )
         for row in cur:
-            tile = row["tile_hash_"]
+            tile, pair = row["tile_hash_"], row["pair_hash_"]
             yield LeafRow(
                 row["leaf_index_"],
                 row["leaf_event_id_"],
                 row["leaf_event_date_"],
                 bytes(row["leaf_hash_"]),
+                bytes(pair) if pair else None,  # empty: the pair is not complete yet
                 None if tile is None else bytes(tile),
                 None if row["event_id"] is None else row_to_event(row),
             )

@@ -29,7 +29,7 @@ from scenarios import BATCH_PATH, EVENTS_PATH, Bench, _cpu_notes, _load_window
 from datastorage.ledger import merkle, proofs, tree
 from datastorage.ledger.keyfile import keygen
 
-LOG_TABLES = "log_pending, log_leaves, log_nodes, log_checkpoints, log_signer_state"
+LOG_TABLES = "log_pending, log_leaves, log_nodes, log_pairs, log_checkpoints, log_signer_state"
 
 
 def reset_log(bench: Bench) -> None:

@@ -20,7 +20,7 @@ from datastorage.store import audit_writes
 from datastorage.store import ledger as store
 
 BOUNDS = TimeBounds(dt.timedelta(days=7), dt.timedelta(minutes=5))
-LOG_TABLES = "log_pending, log_leaves, log_nodes, log_checkpoints, log_signer_state"
+LOG_TABLES = "log_pending, log_leaves, log_nodes, log_pairs, log_checkpoints, log_signer_state"
 
 
 def connection_source(url: str):
@@ -65,10 +65,12 @@ async def check_tree(url: str) -> tuple[int, bytes]:
         for _, event_id, event_date, leaf_hash in leaves:
             assert event_leaf_hash(events[(event_id, event_date)]) == bytes(leaf_hash), event_id
         hashes = [bytes(row[3]) for row in leaves]
-        rebuilt = merkle.append_leaves(0, [], hashes, tree.STORED_LEVEL)
+        rows, pairs = tree.kept(merkle.append_leaves(0, [], hashes).nodes)
         cur = await conn.execute("SELECT level, node_index, hash FROM log_nodes")
         stored_nodes = {(level, index): bytes(h) for level, index, h in await cur.fetchall()}
-        assert stored_nodes == {(level, index): h for level, index, h in rebuilt.nodes}
+        assert stored_nodes == {(level, index): h for level, index, h in rows}
+        cur = await conn.execute("SELECT tile_index, hashes FROM log_pairs")
+        assert {tile: bytes(h) for tile, h in await cur.fetchall()} == dict(pairs)
         state = await store.tree_state(conn)
         assert state.size == len(leaves)
         assert state.root == merkle.root_from_leaves(hashes)

@@ -214,33 +214,38 @@ def _tile_line(index: int, what: str = "differs from its leaves") -> str:
     )
 
 
-def test_two_swapped_leaves_are_named_by_their_tiles(log_db, key, tmp_path, db_for):
-    """Subtrees are stored from level 8 up: a swap is named by the tiles of 256 leaves it
-    changed, and by the first stored checkpoint it breaks."""
-    build_log(log_db, key[0], tmp_path, batches=(300, 230))
-    db = db_for(log_db)
-    _swap_leaves(db, 2, 300)
+def test_two_swapped_leaves_are_named(log_db, key, tmp_path, db_for):
+    ids = build_log(log_db, key[0], tmp_path)
+    _swap_leaves(db_for(log_db), 2, 5)
     code, lines = verify(log_db, key[1], tmp_path)
     assert code == 1
-    assert lines[:-1] == [  # in leaf order, as the tree is rebuilt
+    assert f"root-mismatch event_id={ids[5]} leaf_index=2 its subtree changed" in lines
+    assert f"root-mismatch event_id={ids[2]} leaf_index=5 its subtree changed" in lines
+    assert "root-mismatch event_id=- leaf_index=- stored checkpoint tree_size=5" in lines
+    assert f"root-mismatch event_id=- leaf_index=- tree_size={COUNT} checkpoint root" in lines
+    assert not [line for line in lines if line.startswith(("edited", "missing"))]
+
+
+def test_two_swapped_leaves_in_different_tiles_are_named_with_their_tiles(
+    log_db, key, tmp_path, db_for
+):
+    """Across tiles of 256 leaves: each leaf by its pair, each tile by its stored hash, and the
+    first stored checkpoint the swap breaks, in leaf order as the tree is rebuilt."""
+    ids = build_log(log_db, key[0], tmp_path, batches=(300, 230))
+    _swap_leaves(db_for(log_db), 2, 300)
+    code, lines = verify(log_db, key[1], tmp_path)
+    assert code == 1
+    assert lines[:-1] == [
+        f"root-mismatch event_id={ids[300]} leaf_index=2 its subtree changed",
+        f"root-mismatch event_id={ids[3]} leaf_index=3 its subtree changed",
         _tile_line(0),
         "root-mismatch event_id=- leaf_index=- stored checkpoint tree_size=300",
+        f"root-mismatch event_id={ids[2]} leaf_index=300 its subtree changed",
+        f"root-mismatch event_id={ids[301]} leaf_index=301 its subtree changed",
         _tile_line(1),
         "root-mismatch event_id=- leaf_index=- stored checkpoint tree_size=530",
         "root-mismatch event_id=- leaf_index=- tree_size=530 checkpoint root",
     ]
-
-
-def test_two_swapped_leaves_below_a_tile_break_the_checkpoints_that_cover_them(
-    log_db, key, tmp_path, db_for
-):
-    build_log(log_db, key[0], tmp_path)
-    _swap_leaves(db_for(log_db), 2, 5)
-    code, lines = verify(log_db, key[1], tmp_path)
-    assert code == 1
-    assert f"root-mismatch event_id=- leaf_index=- tree_size={COUNT} checkpoint root" in lines
-    assert "root-mismatch event_id=- leaf_index=- stored checkpoint tree_size=5" in lines
-    assert not [line for line in lines if line.startswith(("edited", "missing"))]
 
 
 def test_a_stored_tile_changed_or_deleted_is_named(log_db, key, tmp_path, db_for):
