@@ -24,6 +24,7 @@ HASHES = [event_leaf_hash(e) for e in EVENTS]
 TREE = merkle.append_leaves(0, [], HASHES)
 TILE_LEVEL = 2  # tiles of four leaves, so that ten leaves make two complete tiles
 TILES = {index: value for level, index, value in TREE.nodes if level == TILE_LEVEL}
+PAIRS = {index: value for level, index, value in TREE.nodes if level == 1}
 
 
 def _audit(leaves, rows, size=10, root=TREE.root, other_roots=None, retired=(), tiles=TILES):
@@ -36,6 +37,7 @@ def _audit(leaves, rows, size=10, root=TREE.root, other_roots=None, retired=(), 
             stored_hash,
             rows.get(event_id),
             retired=event_id in retired,
+            stored_pair_hash=PAIRS.get(index // 2),
             stored_tile_hash=tiles.get(index >> TILE_LEVEL) if closes_tile else None,
         )
     return [(f.kind, f.event_id, f.leaf_index) for f in audit.finish()]
@@ -72,21 +74,30 @@ def test_retired_is_reported_but_not_a_failure():
     assert code == 0 and "retired=1" in line
 
 
-def test_swapped_leaves_break_the_root_and_are_named_by_their_tiles():
+def test_swapped_leaves_break_the_root_and_are_named_by_their_pairs_and_tiles():
     leaves = _leaves()
     leaves[2], leaves[7] = (2, *leaves[7][1:]), (7, *leaves[2][1:])
-    findings = _audit(leaves, ROWS)
-    assert findings == [
-        ("root-mismatch", None, 0),  # the tile of leaves 0..3
+    ids = [e["event_id"] for e in EVENTS]
+    assert _audit(leaves, ROWS) == [
+        ("root-mismatch", None, 0),  # the tile of leaves 0..3 (closed by leaf 3)
+        ("root-mismatch", ids[7], 2),  # the pair of leaves 2..3
+        ("root-mismatch", ids[3], 3),
         ("root-mismatch", None, 4),  # the tile of leaves 4..7
+        ("root-mismatch", ids[6], 6),  # the pair of leaves 6..7
+        ("root-mismatch", ids[2], 7),
         ("root-mismatch", None, None),  # the checkpoint's root
     ]
 
 
-def test_leaves_swapped_in_the_incomplete_tail_break_the_root_only():
+def test_leaves_swapped_in_the_incomplete_tail_are_named_by_their_pair():
     leaves = _leaves()
     leaves[8], leaves[9] = (8, *leaves[9][1:]), (9, *leaves[8][1:])
-    assert _audit(leaves, ROWS) == [("root-mismatch", None, None)]
+    ids = [e["event_id"] for e in EVENTS]
+    assert _audit(leaves, ROWS) == [
+        ("root-mismatch", ids[9], 8),
+        ("root-mismatch", ids[8], 9),
+        ("root-mismatch", None, None),
+    ]
 
 
 def test_a_stored_tile_changed_or_deleted_is_named_while_the_root_still_holds():
@@ -110,7 +121,9 @@ def test_a_leaf_hash_rewritten_to_match_an_edited_row_breaks_the_root():
     leaves = _leaves()
     leaves[4] = (4, edited["event_id"], event_leaf_hash(edited))
     findings = _audit(leaves, {**ROWS, edited["event_id"]: edited})
-    assert findings == [("root-mismatch", None, 4), ("root-mismatch", None, None)]  # tile 4..7
+    assert ("root-mismatch", EVENTS[4]["event_id"], 4) in findings  # its pair
+    assert ("root-mismatch", None, 4) in findings  # the tile of leaves 4..7
+    assert ("root-mismatch", None, None) in findings
 
 
 def test_a_truncated_tail_is_reported():
