@@ -1104,6 +1104,8 @@ def export(bench: Bench) -> list[Row]:
         server_pids = _descendants(process.proc.pid)
         baseline = peak = _rss_bytes(server_pids)
         lines = size = 0
+        cpu = CpuWindow(process.proc.pid, bench.stack.postgres_pid).start()
+        client_cpu = time.process_time()
         started = time.monotonic()
         with httpx.stream("GET", process.url + EXPORT_PATH, timeout=600) as response:
             for chunk in response.iter_raw(1 << 20):
@@ -1111,6 +1113,8 @@ def export(bench: Bench) -> list[Row]:
                 lines += chunk.count(b"\n")
                 peak = max(peak, _rss_bytes(server_pids))
         seconds = time.monotonic() - started
+        client_cpu = time.process_time() - client_cpu
+        cpu.stop()
     finally:
         bench.stack.stop_server(process)
     bench.progress("[7] raw: COPY ... TO STDOUT of the same rows")
@@ -1118,6 +1122,8 @@ def export(bench: Bench) -> list[Row]:
     events = lines - 1  # the manifest line
     size_label = f"{opts.rows / 1e6:g}M" if opts.rows >= 1e6 else f"{opts.rows // 1000}k"
     growth = (peak - baseline) / 2**20
+    ours = _cpu_per_event(cpu, client_cpu, events)
+    theirs = _cpu_per_event(raw["cpu"], raw["client_cpu_seconds"], raw["rows"])
     return [
         Row(
             f"7. export ndjson @{size_label}",
@@ -1125,7 +1131,14 @@ def export(bench: Bench) -> list[Row]:
             "events/s",
             rate=events / seconds,
             raw_rate=raw["rate"],
-            notes=[f"server RSS +{growth:.0f} MiB (peak)", f"{size / 2**20:.0f} MiB streamed"],
+            notes=[
+                f"server RSS +{growth:.0f} MiB (peak)",
+                f"{size / 2**20:.0f} MiB streamed",
+                "CPU µs/event server {server} + PostgreSQL {postgres} + client {client}".format(
+                    **ours
+                ),
+                "raw: PostgreSQL {postgres} + client {client}".format(**theirs),
+            ],
             details={
                 "events": events,
                 "bytes": size,
@@ -1133,6 +1146,9 @@ def export(bench: Bench) -> list[Row]:
                 "raw": raw,
                 "rss_baseline": baseline,
                 "rss_peak": peak,
+                "cpu": cpu.as_dict(client_cpu),
+                "cpu_us_per_event": ours,
+                "raw_cpu_us_per_event": theirs,
             },  # fmt: skip
         )
     ]
@@ -1263,6 +1279,19 @@ def _two_instance_row(
             "raw": raw,
         },
     )
+
+
+def _cpu_per_event(cpu: CpuWindow | dict[str, Any], client: float, events: int) -> dict:
+    """Microseconds of CPU per event of the server, PostgreSQL and the client."""
+    if isinstance(cpu, CpuWindow):
+        cpu = cpu.as_dict(client)
+    parts = {
+        "server": cpu["server_cpu_seconds"],
+        "postgres": cpu["postgres_cpu_seconds"],
+        "client": client,
+    }
+    per_event = {k: round(v * 1e6 / max(events, 1), 2) for k, v in parts.items()}
+    return {**per_event, "total": round(sum(per_event.values()), 2)}
 
 
 def _rss_bytes(pids: set[int]) -> int:
