@@ -18,6 +18,7 @@ parsed (`_lines` has the rare exception). A test compares lines with GET bodies.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import datetime as dt
@@ -114,6 +115,10 @@ class Exporter:
     ) -> AsyncIterator[bytes]:
         """`ndjson` on a connection the caller owns (the archive uses maintenance's)."""
         digest = hashlib.sha256()
+        # The body is hashed in a thread (hashlib lets go of the GIL on large buffers) while the
+        # next batch is formatted; one chunk at a time, in order.
+        hashing: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
         count = 0
         async with store.snapshot(conn) as checkpoint:
             leaves = LeafSet(checkpoint.size) if checkpoint else None
@@ -128,8 +133,12 @@ class Exporter:
                         _collect_leaves(leaves, batch)
                     chunk = _lines(fields, batch)
                     count += len(batch)
-                    digest.update(chunk)
+                    if hashing is not None:
+                        await hashing
+                    hashing = loop.run_in_executor(None, digest.update, chunk)
                     yield chunk
+            if hashing is not None:
+                await hashing
             proof = (
                 [h async for h in self._proof(conn, checkpoint.size, leaves)]
                 if checkpoint is not None and leaves is not None
