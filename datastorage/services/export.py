@@ -66,9 +66,9 @@ def _lines(fields: tuple[str, ...], batch: list[tuple[Any, ...]]) -> bytes:
     which other JSON readers might not, so that event_data is written parsed like GET's."""
     if _long_digit_run(b"\n".join([row[_EVENT_DATA] for row in batch])):
         batch = [_parsed_if_long_digits(row) for row in batch]
-    # Each line is written out and dropped at once, so the next line's bytes reuse its memory:
-    # a list of 2000 lines joined at the end made every line a fresh allocation, and that cost
-    # 3-4 times the serialising itself.
+    # Each line is copied into one buffer and dropped at once, so the next line reuses its
+    # memory; a batch's lines kept alive until a join were each a fresh allocation (more page
+    # faults, about 1 µs more per line, and 30 MiB more peak RSS in the export bench).
     out = io.BytesIO()
     write, dumps, raw = out.write, orjson.dumps, orjson.Fragment
     for row in batch:
