@@ -47,7 +47,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from datastorage.services.ledger import configured_signer
 
     configured_signer(settings)  # a bad signing key stops the server before any worker starts
-    return serve(settings, worker_process=args.worker_process)
+    return serve(settings, worker_process=args.worker_process, log_process=args.log_process)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--server", choices=["hypercorn", "uvicorn"])
     serve.add_argument("--workers", type=int)
     serve.add_argument("--worker-process", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--log-process", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("dev", help="all-in-one local service with its own PostgreSQL").set_defaults(

@@ -325,6 +325,13 @@ class Settings:
         _object_store_url,
         "where checkpoints are published: file:///DIR or s3://BUCKET/PREFIX (unset: nowhere)",
     )
+    log_process: bool = setting(
+        True,
+        _bool,
+        "with more than one server worker, run the log's sequencer, signer and publisher in a"
+        " process of their own next to the workers (false: on a thread of one worker, where"
+        " they compete with its requests for the interpreter lock)",
+    )
     s3_endpoint_url: str | None = setting(
         None, _text, "endpoint of an S3-compatible store (unset: AWS)"
     )
@@ -356,6 +363,12 @@ class Settings:
     def log_on(self) -> bool:
         """Whether the tamper-evident log runs (a signing key is configured)."""
         return bool(self.log_signing_key_file)
+
+    @property
+    def log_in_own_process(self) -> bool:
+        """Whether `serve` runs the log's workers in a process of their own (`log_process`,
+        several workers) rather than on a thread of an API process."""
+        return self.log_on and self.log_process and self.workers > 1
 
     def require_database_url(self) -> str:
         """The libpq URL with the password from the password file applied, if one is set."""

@@ -8,7 +8,8 @@ the durable writer, the drain worker, the services — and starts nothing. `open
 pool (without waiting for PostgreSQL: a process that starts during an outage serves degraded
 and queues writes), creates this month's partitions when it can, starts the tamper-evident
 log's workers (API server with a signing key: `ledger.workers`, one elected process across all
-of them does the work), opens the DLQ and starts the drain worker; `close()` undoes that in
+of them does the work; with several workers they run in a process of their own instead,
+`run_log_process`), opens the DLQ and starts the drain worker; `close()` undoes that in
 reverse order and always finishes, even after errors.
 The API server (the app lifespan), the operator and the CLI commands all use this object.
 
@@ -135,12 +136,8 @@ class Runtime:
         self.log: LogService | None = None  # the log's reads, for the API
         if self.log_signer is not None:
             self.log = LogService.for_signer(settings, self.db, self.log_signer)
-            target = None
-            if settings.log_publish_url:
-                target = open_store(
-                    settings.log_publish_url, s3_endpoint_url=settings.s3_endpoint_url
-                )
-            self.log_workers = LogWorkers(settings, self.log_signer, target)
+            if not settings.log_in_own_process:
+                self.log_workers = _log_workers(settings, self.log_signer)
         self._background: set[asyncio.Task] = set()
         self._drain_task: asyncio.Task | None = None
 
@@ -218,3 +215,26 @@ class Runtime:
             await partitions.ensure_window(self.settings)
         except Exception as exc:  # noqa: BLE001 — logged; maintenance retries later
             log.warning("could not ensure partitions at start-up: %s", exc)
+
+
+def _log_workers(settings: Settings, signer: Any) -> LogWorkers:
+    target = None
+    if settings.log_publish_url:
+        target = open_store(settings.log_publish_url, s3_endpoint_url=settings.s3_endpoint_url)
+    return LogWorkers(settings, signer, target)
+
+
+async def run_log_process(settings: Settings, stop: asyncio.Event) -> None:
+    """The log's own process (`Settings.log_in_own_process`, started by `serve` next to its
+    workers): the election and, when elected, the sequencer, signer and publisher, until `stop`
+    is set. The API workers then serve the log's endpoints but run none of its work, so no
+    round holds a worker's interpreter lock while it answers requests."""
+    signer = configured_signer(settings)
+    if signer is None:
+        raise RuntimeError("the log's process needs a signing key")
+    workers = _log_workers(settings, signer)
+    workers.start()
+    try:
+        await stop.wait()
+    finally:
+        await workers.stop(settings.shutdown_timeout)

@@ -5,7 +5,10 @@ in-flight requests get `shutdown_timeout` to finish; the lifespan then always st
 worker and closes the DLQ and the pool. With `workers > 1` the parent starts that many worker
 processes that bind the same port with SO_REUSEPORT, forwards signals to them, respawns a
 worker that dies, and gives them one prometheus_client multiprocess directory so `/metrics`
-reports the whole server whichever worker answers (see `datastorage.metrics`).
+reports the whole server whichever worker answers (see `datastorage.metrics`). With the
+tamper-evident log on, it also starts one process for the log's work (sequencer, signer,
+publisher: `Settings.log_in_own_process`), respawned like a worker: on a thread of an API worker
+that work held the interpreter lock for milliseconds at a time and slowed that worker's requests.
 """
 
 from __future__ import annotations
@@ -38,9 +41,13 @@ except ImportError:
 log = logging.getLogger(__name__)
 
 
-def serve(settings: Settings, *, worker_process: bool = False) -> int:
+def serve(settings: Settings, *, worker_process: bool = False, log_process: bool = False) -> int:
     """Serve until SIGTERM/SIGINT. `worker_process`: this is one of several processes started
-    by `_supervise`; it binds with SO_REUSEPORT."""
+    by `_supervise`; it binds with SO_REUSEPORT. `log_process`: this is the process `_supervise`
+    starts for the tamper-evident log's work (`Settings.log_in_own_process`); it serves no
+    requests."""
+    if log_process:
+        return _run_log_process(settings)
     if settings.workers > 1 and not worker_process:
         return _supervise(settings)
     runner = _run_uvicorn if settings.server == "uvicorn" else _run_hypercorn
@@ -131,6 +138,23 @@ async def _run_uvicorn(settings: Settings) -> None:
     log.info("server stopped")
 
 
+def _run_log_process(settings: Settings) -> int:
+    from datastorage.runtime import run_log_process
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_log_process(settings, stop)
+
+    loop_factory = uvloop.new_event_loop if uvloop is not None else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner_loop:
+        runner_loop.run(main())
+    log.info("log process stopped")
+    return 0
+
+
 def _die_with_parent() -> None:
     """Linux: a worker gets SIGTERM when the supervisor dies (even by SIGKILL), so no
     orphaned worker keeps serving the port."""
@@ -161,20 +185,24 @@ def _supervise(settings: Settings) -> int:
     os.environ[MULTIPROCESS_ENV] = directory
     os.environ["DATASTORAGE_METRICS_DIR"] = directory
 
-    def spawn() -> tuple[subprocess.Popen[bytes], float]:
+    def spawn(role: str) -> tuple[subprocess.Popen[bytes], float, str]:
         child = subprocess.Popen(
-            [sys.executable, "-m", "datastorage", *sys.argv[1:], "--worker-process"],
+            [sys.executable, "-m", "datastorage", *sys.argv[1:], role],
             preexec_fn=_die_with_parent,
         )
-        return child, time.monotonic()
+        return child, time.monotonic(), role
 
-    children = [spawn() for _ in range(settings.workers)]
+    # The API workers, and with the log on the log's own process (respawned alike).
+    roles = ["--worker-process"] * settings.workers
+    if settings.log_in_own_process:
+        roles.append("--log-process")
+    children = [spawn(role) for role in roles]
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        for child, _ in children:
+        for child, _, _ in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
@@ -184,7 +212,7 @@ def _supervise(settings: Settings) -> int:
     code = 0
     try:
         while True:
-            for index, (child, started) in enumerate(children):
+            for index, (child, started, role) in enumerate(children):
                 if stopping or child.poll() is None:
                     continue
                 worker_died(child.pid, directory)
@@ -197,14 +225,19 @@ def _supervise(settings: Settings) -> int:
                     code = child.returncode or 1
                     forward(signal.SIGTERM, None)
                     break
-                log.warning("worker %d exited (%s): starting another", child.pid, child.returncode)
-                children[index] = spawn()
-            if stopping and all(child.poll() is not None for child, _ in children):
+                log.warning(
+                    "%s %d exited (%s): starting another",
+                    "log process" if role == "--log-process" else "worker",
+                    child.pid,
+                    child.returncode,
+                )
+                children[index] = spawn(role)
+            if stopping and all(child.poll() is not None for child, _, _ in children):
                 break
             time.sleep(POLL_INTERVAL)
     finally:
-        for child, _ in children:
+        for child, _, _ in children:
             child.wait()
         if created:
             shutil.rmtree(directory, ignore_errors=True)
-    return code or max(child.returncode or 0 for child, _ in children)
+    return code or max(child.returncode or 0 for child, _, _ in children)

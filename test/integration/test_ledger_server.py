@@ -333,9 +333,12 @@ def test_a_signing_key_that_cannot_be_read_stops_the_start(database, tmp_path):
 def test_one_of_several_workers_leads_and_every_worker_reports_the_gauges(
     database, verifier, tmp_path
 ):
+    """With the log's work on a thread of each worker (`DATASTORAGE_LOG_PROCESS=false`)."""
     _, url = database
     key_file, _ = verifier
-    server = _log_server(url, key_file, tmp_path, DATASTORAGE_WORKERS="2")
+    server = _log_server(
+        url, key_file, tmp_path, DATASTORAGE_WORKERS="2", DATASTORAGE_LOG_PROCESS="false"
+    )
     try:
 
         def two_candidates_one_leader() -> int:
@@ -360,5 +363,55 @@ def test_one_of_several_workers_leads_and_every_worker_reports_the_gauges(
             eventually(lambda: _metric(server, "datastorage_log_tree_size") == 30, timeout=30)
             assert _metric(server, "datastorage_log_sequencing_lag_seconds") == 0
             assert _metric(server, "datastorage_log_checkpoint_age_seconds") >= 0
+    finally:
+        server.stop()
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_with_several_workers_the_log_runs_in_its_own_respawned_process(
+    database, verifier, tmp_path
+):
+    """The default with several workers: the supervisor starts one process for the log's work
+    next to the API workers; only it takes part in the election, the workers serve the log's
+    endpoints and report its gauges, and after kill -9 it is started again and carries on."""
+    _, url = database
+    key_file, _ = verifier
+    server = _log_server(url, key_file, tmp_path, DATASTORAGE_WORKERS="2")
+    try:
+
+        def one_candidate() -> int:
+            with psycopg.connect(url, autocommit=True) as conn:
+                (candidates,) = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'datastorage-log-election-%'"
+                ).fetchone()
+            assert candidates == 1
+            return _elected(url)
+
+        first = eventually(one_candidate, timeout=60)
+        assert "--log-process" in _cmdline(first)
+        batch = [make_event() for _ in range(30)]
+        assert httpx.post(server.url + BATCH, json=batch, timeout=30).status_code == 201
+        eventually(lambda: _settled(url), timeout=30)
+        eventually(lambda: _metric(server, "datastorage_log_tree_size") == 30, timeout=30)
+
+        os.kill(first, signal.SIGKILL)
+        second = eventually(lambda: _elected(url) != first and _elected(url), timeout=60)
+        assert "--log-process" in _cmdline(second)
+        more = [make_event() for _ in range(20)]
+        assert httpx.post(server.url + BATCH, json=more, timeout=30).status_code == 201
+        eventually(lambda: _settled(url), timeout=30)
+        assert asyncio.run(check_tree(url))[0] == 50
+        with psycopg.connect(url, autocommit=True) as conn:
+            (event_id,) = conn.execute(
+                "SELECT event_id::text FROM log_leaves ORDER BY leaf_index DESC LIMIT 1"
+            ).fetchone()
+        # The API workers serve the log's endpoints (proofs against the signed checkpoint).
+        proof = httpx.get(f"{server.url}/api/v1/audit/log/proof/{event_id}", timeout=10)
+        assert proof.status_code == 200, proof.text
+        assert proof.json()["tree_size"] == 50
     finally:
         server.stop()

@@ -42,7 +42,7 @@ def test_every_setting_is_read_from_its_environment_variable():
         elif setting.field == "auth":
             raw = "kubernetes"
         elif isinstance(default, bool):
-            raw = "true"
+            raw = "false" if default else "true"
         elif isinstance(default, int):
             raw = "7"
         elif isinstance(default, float):
