@@ -30,6 +30,7 @@ from datastorage.config import Settings
 from datastorage.dlq.drain import DrainWorker
 from datastorage.dlq.factory import open_dlq
 from datastorage.dlq.queue import DeadLetterQueue
+from datastorage.ledger.note import Signer
 from datastorage.ledger.workers import LogWorkers
 from datastorage.objectstore import open_store
 from datastorage.schemas import SchemaValidator
@@ -217,7 +218,7 @@ class Runtime:
             log.warning("could not ensure partitions at start-up: %s", exc)
 
 
-def _log_workers(settings: Settings, signer: Any) -> LogWorkers:
+def _log_workers(settings: Settings, signer: Signer) -> LogWorkers:
     target = None
     if settings.log_publish_url:
         target = open_store(settings.log_publish_url, s3_endpoint_url=settings.s3_endpoint_url)

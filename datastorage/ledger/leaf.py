@@ -70,8 +70,13 @@ def _only_exact_types(value: dict[str, Any]) -> bool:
     return True
 
 
-def _orjson_jcs(value: dict[str, Any]) -> bytes | None:
-    """orjson's sorted output of `value` when it is its JCS form, else None."""
+def exact_json(value: dict[str, Any]) -> bytes | None:
+    """The JCS bytes of a JSON object, written by orjson with sorted keys, when every value in
+    it is a string, an integer within ±(2**53 - 1), a boolean or null and no key sorts
+    differently by UTF-16 units (else None). Those values also come back from PostgreSQL
+    exactly as they went in (text, integer and jsonb columns alike), so a leaf built from an
+    event's `exact_json` event_data equals the one computed later from the stored row; a float
+    comes back as PostgreSQL's numeric writes it, so such an event is hashed from its row."""
     if not _only_exact_types(value):
         return None
     try:
@@ -85,7 +90,7 @@ def _orjson_jcs(value: dict[str, Any]) -> bytes | None:
 
 def canonical_bytes(event: Mapping[str, Any]) -> bytes:
     event = dict(event)
-    fast = _orjson_jcs(event)
+    fast = exact_json(event)
     if fast is not None:
         return fast
     try:
@@ -96,15 +101,6 @@ def canonical_bytes(event: Mapping[str, Any]) -> bytes:
 
 def event_leaf_hash(event: Mapping[str, Any]) -> bytes:
     return leaf_hash(canonical_bytes(event))
-
-
-def exact_json(value: dict[str, Any]) -> bytes | None:
-    """The JCS bytes of a JSON object (an event's event_data) when every value in it is a string,
-    an integer within ±(2**53 - 1), a boolean or null (else None). Those values come back from
-    PostgreSQL exactly as they went in (text, integer and jsonb columns alike), so a leaf built
-    from them equals the one computed later from the stored row; a float comes back as
-    PostgreSQL's numeric writes it, so such an event is hashed from its row instead."""
-    return _orjson_jcs(value)
 
 
 # What a top-level value of an event may be for `exact_leaf_hash`: event_data comes as the

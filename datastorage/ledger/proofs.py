@@ -1,5 +1,6 @@
 """Proofs answered from the stored tree: each fetches the O(log n) subtree hashes its plan names
-in one query (`merkle.proof_nodes`, `tree.subtree_hashes`), then folds them with the pure functions of `merkle`."""
+in one query (`merkle.proof_nodes`, `tree.subtree_hashes`), then folds them with the pure
+functions of `merkle`."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ takes the oldest pending rows (only committed rows are visible, so late commits 
 become later leaves and nothing relies on id or timestamp order), takes each one's leaf hash as
 its writer queued it (or, when none was queued, reads the event in the GET shape and hashes its
 canonical bytes), appends the leaves and the new complete-subtree hashes the store keeps
-(`ledger.tree`), updates the tree state and deletes the pending rows. A crash (even kill -9) mid-round rolls the whole round back:
-nothing is lost and nothing is half-appended.
+(`ledger.tree`), updates the tree state and deletes the pending rows. A crash (even kill -9)
+mid-round rolls the whole round back: nothing is lost and nothing is half-appended.
 
 An event that is already a leaf (registered twice), or that was queued without a hash and whose
 row is gone, is dropped from pending without becoming a leaf; the verifier reports a row that

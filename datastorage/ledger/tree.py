@@ -3,10 +3,11 @@
 The database keeps the hash of every complete subtree of level `STORED_LEVEL` (a "tile" of 256
 leaves) and above in `log_nodes`, and every leaf hash in `log_leaves`; it does not keep the
 levels in between as rows. Level 1 (the pairs of leaves) is kept apart, one row per tile in
-`log_pairs` (`kept`), for `verify` alone: it names the two events of a reordered pair. Storing one row per leaf for levels 1..7 cost the sequencer about as much as
-the leaf itself, while a subtree below a tile is rebuilt from at most 128 leaf hashes read in
-one index range. This module is the one place that knows the split: every root, proof and
-frontier of the stored tree asks `subtree_hashes` and never reads `log_nodes` itself.
+`log_pairs` (`kept`), for `verify` alone: it names the two events of a reordered pair. Storing
+one row per leaf for levels 1..7 cost the sequencer about as much as the leaf itself, while a
+subtree below a tile is rebuilt from at most 128 leaf hashes read in one index range. This
+module is the one place that knows the split: every root, proof and frontier of the stored tree
+asks `subtree_hashes` and never reads `log_nodes` itself.
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ def snapshot(conn: Connection) -> Iterator[None]:
 _LEAVES = """
 SELECT l.leaf_index AS leaf_index_, l.event_id::text AS leaf_event_id_,
        l.event_date AS leaf_event_date_, l.leaf_hash AS leaf_hash_, n.hash AS tile_hash_,
-       substring(p.hashes FROM ((l.leaf_index / 2 %% %(pairs)s) * 32 + 1)::int FOR 32) AS pair_hash_,
+       substring(p.hashes FROM ((l.leaf_index / 2 %% %(pairs)s) * 32 + 1)::int FOR 32)
+           AS pair_hash_,
        e.*
   FROM log_leaves l
   LEFT JOIN audit_events e ON e.event_id = l.event_id AND e.event_date = l.event_date

@@ -9,7 +9,10 @@ import uuid
 
 import psycopg
 import pytest
-from support import make_event, now_rfc3339
+from support import make_event, now_rfc3339, run_migrations
+
+from datastorage.services.export import export_query
+from datastorage.store.audit_queries import filter_clause
 
 # Each test runs twice: the server connects directly, then through PgBouncer.
 pytestmark = pytest.mark.pgbouncer_too
@@ -337,10 +340,6 @@ def test_a_rare_writer_is_listed_through_the_recorded_by_index(pg_server):
     """Among 20,000 events of one writer, the three of another are found through the
     recorded_by index (migration 012), not by walking the time index: the plan of the list's
     own page and count statements, on their own database, with the planner's statistics."""
-    from support import run_migrations
-
-    from datastorage.store.audit_queries import EventQuery, filter_clause
-
     url = pg_server.create_database(f"recorded_{uuid.uuid4().hex[:10]}")
     run_migrations(url)
     today = dt.datetime.now(dt.UTC).date()
@@ -357,17 +356,7 @@ def test_a_rare_writer_is_listed_through_the_recorded_by_index(pg_server):
             (today,),
         )
         conn.execute("ANALYZE audit_events")
-        query = EventQuery(
-            filters={"recorded_by": "rare"},
-            since=None,
-            until=None,
-            event_data=None,
-            descending=True,
-            limit=50,
-            offset=None,
-            cursor=None,
-            count_limit=10000,
-        )
+        query = export_query({"recorded_by": "rare"}, event_data=None, since=None, until=None)
         where, params = filter_clause(query)
         page = psycopg.sql.SQL(
             "EXPLAIN SELECT * FROM audit_events WHERE {} "

@@ -399,7 +399,13 @@ def test_with_several_workers_the_log_runs_in_its_own_respawned_process(
         eventually(lambda: _metric(server, "datastorage_log_tree_size") == 30, timeout=30)
 
         os.kill(first, signal.SIGKILL)
-        second = eventually(lambda: _elected(url) != first and _elected(url), timeout=60)
+
+        def respawned_leader() -> int:
+            pid = _leader_pid(url)
+            assert pid not in (None, first), pid
+            return pid
+
+        second = eventually(respawned_leader, timeout=60)
         assert "--log-process" in _cmdline(second)
         more = [make_event() for _ in range(20)]
         assert httpx.post(server.url + BATCH, json=more, timeout=30).status_code == 201
