@@ -336,7 +336,9 @@ class Settings:
         None, _text, "endpoint of an S3-compatible store (unset: AWS)"
     )
     log_sequence_batch: int = setting(
-        5000, _positive_int, "events the sequencer makes leaves per transaction at most"
+        5000,
+        _positive_int,
+        "events the sequencer takes per transaction (whole queued statements, at least one)",
     )
     log_sequence_interval: float = setting(
         0.5, _non_negative_float, "seconds the sequencer waits when nothing is pending"

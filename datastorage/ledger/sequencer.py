@@ -2,8 +2,9 @@
 
 Each round is one transaction. It takes a transaction-scoped advisory lock without waiting (so one
 sequencer runs at a time across every process and replica; the others simply skip the round),
-takes the oldest pending rows (only committed rows are visible, so late commits and DLQ replays
-become later leaves and nothing relies on id or timestamp order), takes each one's leaf hash as
+takes the oldest pending rows, each holding the events one statement stored (only committed rows
+are visible, so late commits and DLQ replays become later leaves and nothing relies on id or
+timestamp order), takes each one's leaf hash as
 its writer queued it (or, when none was queued, reads the event in the GET shape and hashes its
 canonical bytes), appends the leaves and the new complete-subtree hashes the store keeps
 (`ledger.tree`), updates the tree state and deletes the pending rows. A crash (even kill -9)
@@ -18,11 +19,12 @@ row was deleted meanwhile: it was stored, and `verify` reports the deletion.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+
+from psycopg.errors import UniqueViolation
 
 from datastorage.ledger import merkle, tree
 from datastorage.ledger.background import StopWorker, repeat
@@ -65,56 +67,73 @@ async def sequence_once(conn: AsyncConnection, batch_size: int) -> Round:
         if not await store.try_lock(conn, store.SEQUENCER_LOCK):
             return Round(0, 0, -1)
         state = await store.tree_state(conn, for_update=True)
-        if await store.oldest_pending_hashed(conn, batch_size):
-            return await _append_hashed(conn, state, batch_size)
         pending = await store.take_pending(conn, batch_size)
         if not pending:
             return Round(0, 0, state.size)
-        first: dict[tuple[str, dt.date], bytes | None] = {}
-        for p in pending:
-            first.setdefault((p.event_id, p.event_date), p.leaf_hash)
-        already = await store.sequenced_event_ids(conn, [event_id for event_id, _ in first])
-        unhashed = [key for key, leaf in first.items() if leaf is None]
-        events = await store.events_by_key(conn, unhashed)
-        leaves: list[store.NewLeaf] = []
-        for (event_id, event_date), leaf in first.items():
-            event = events.get((event_id, event_date))
-            if event_id in already or (leaf is None and event is None):
-                log.warning(
-                    "log: pending event %s (%s) not appended: %s",
-                    event_id,
-                    event_date,
-                    "already a leaf" if event_id in already else "no stored row",
-                )
-                continue
-            already.add(event_id)
-            if leaf is None:
-                leaf = event_leaf_hash(event)  # type: ignore[arg-type]
-            leaves.append(store.NewLeaf(event_id, event_date, leaf))
+        frontier_hashes = await frontier(conn, state)
+        leaves = await _stored_leaves(conn, state.size, await _hashed(conn, pending))
         if leaves:
             appended = merkle.append_leaves(
-                state.size, await frontier(conn, state), [leaf.leaf_hash for leaf in leaves]
+                state.size, frontier_hashes, [leaf.leaf_hash for leaf in leaves]
             )
-            new_state = store.TreeState(appended.size, appended.root)
-            await store.append(conn, state.size, leaves, *tree.kept(appended.nodes), new_state)
-            state = new_state
-        await store.delete_pending(conn, [p.seq for p in pending])
+            state = store.TreeState(appended.size, appended.root)
+            await store.append_nodes(conn, *tree.kept(appended.nodes), state)
         return Round(len(leaves), len(pending) - len(leaves), state.size)
 
 
-async def _append_hashed(conn: AsyncConnection, state: store.TreeState, batch_size: int) -> Round:
-    """The round when every pending row carries the hash its writer computed (the usual case
-    with the log on): PostgreSQL moves the rows into the leaf table, Python folds the hashes."""
-    frontier_hashes = await frontier(conn, state)
-    taken, leaves = await store.append_hashed(conn, state.size, batch_size)
-    if taken > len(leaves):
-        log.warning("log: %d pending event(s) not appended: already leaves", taken - len(leaves))
+async def _hashed(
+    conn: AsyncConnection, pending: list[store.PendingEvent]
+) -> list[store.PendingEvent]:
+    """The first registration of each event, each with its leaf hash: the one its writer
+    queued or, when none was queued, the hash of its stored row (an event without one and
+    without a row is dropped)."""
+    first: dict[bytes, store.PendingEvent] = {}
+    for event in pending:
+        first.setdefault(event.uuid, event)
+    unhashed = [(e.event_id, e.event_date) for e in first.values() if e.leaf_hash is None]
+    stored = await store.events_by_key(conn, unhashed) if unhashed else {}
+    leaves = []
+    for event in first.values():
+        if event.leaf_hash is None:
+            row = stored.get((event.event_id, event.event_date))
+            if row is None:
+                log.warning(
+                    "log: pending event %s (%s) not appended: no stored row",
+                    event.event_id,
+                    event.event_date,
+                )
+                continue
+            event = event._replace(leaf_hash=event_leaf_hash(row))
+        leaves.append(event)
+    return leaves
+
+
+async def _stored_leaves(
+    conn: AsyncConnection, size: int, leaves: list[store.PendingEvent]
+) -> list[store.PendingEvent]:
+    """Store `leaves` from index `size` on, leaving out events that are leaves already (the
+    unique index on event_id finds them: no lookup per leaf in the usual case). Returns the
+    leaves stored."""
     if not leaves:
-        return Round(0, taken, state.size)
-    appended = merkle.append_leaves(state.size, frontier_hashes, leaves)
-    new_state = store.TreeState(appended.size, appended.root)
-    await store.append_nodes(conn, *tree.kept(appended.nodes), new_state)
-    return Round(len(leaves), taken - len(leaves), appended.size)
+        return leaves
+    try:
+        async with conn.transaction():  # a savepoint: a failed COPY leaves the round usable
+            await store.append_leaves(conn, size, leaves)
+        return leaves
+    except UniqueViolation:
+        pass
+    already = await store.sequenced_event_ids(conn, [leaf.event_id for leaf in leaves])
+    for leaf in leaves:
+        if leaf.event_id in already:
+            log.warning(
+                "log: pending event %s (%s) not appended: already a leaf",
+                leaf.event_id,
+                leaf.event_date,
+            )
+    fresh = [leaf for leaf in leaves if leaf.event_id not in already]
+    if fresh:
+        await store.append_leaves(conn, size, fresh)
+    return fresh
 
 
 class Sequencer:

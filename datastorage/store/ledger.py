@@ -9,9 +9,11 @@ transaction lock (`try_lock`) so that one of each runs at a time across processe
 from __future__ import annotations
 
 import datetime as dt
+import struct
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from orjson import Fragment
@@ -30,19 +32,21 @@ LEADER_LOCK = 0x64617461_0015  # held by the one process that runs the log's wor
 Node = tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Pending:
-    seq: int
-    event_id: str
-    event_date: dt.date
-    leaf_hash: bytes | None  # None: hash the stored row
+class PendingEvent(NamedTuple):
+    """A queued event as `log_pending.events` packs it: raw bytes, so the sequencer hands them
+    to the leaf table's binary COPY as they are."""
 
+    uuid: bytes  # the event id's 16 bytes
+    day: bytes  # the event date: days since 2000-01-01, 4 bytes big-endian
+    leaf_hash: bytes | None  # what the writer computed (None: hash the stored row)
 
-@dataclass(frozen=True)
-class NewLeaf:
-    event_id: str
-    event_date: dt.date
-    leaf_hash: bytes
+    @property
+    def event_id(self) -> str:
+        return str(uuid.UUID(bytes=self.uuid))
+
+    @property
+    def event_date(self) -> dt.date:
+        return dt.date.fromordinal(_DATE_EPOCH + _DAYS.unpack(self.day)[0])
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class StoredCheckpoint:
     note: str
 
 
-# Registration. Every statement that stores audit events also queues them here, in its own
+# Registration. Every statement that stores audit events also queues them, in its own
 # transaction, whether or not a signing key is configured: the queue is then complete when the
 # log is turned on later, and no stored event can miss its leaf. Only rows actually inserted are
 # queued (an idempotent resend skipped by ON CONFLICT is not), so each stored event is queued
@@ -68,6 +72,28 @@ class StoredCheckpoint:
 # pending row without a hash (log off, a float in the event, or queued by an older version) is
 # hashed from its stored row by the sequencer. SQL typed by hand into audit_events is never
 # queued: `verify` reports such a row as `unsequenced`.
+#
+# A statement queues all its events in one `log_pending` row (migration 013): `events` packs
+# them, `PENDING_RECORD` bytes each: the event id (16 bytes, as uuid_send writes it), the event
+# date (days since 2000-01-01, 4 bytes big-endian, as int4send writes it) and the leaf hash (32
+# bytes; all zero bytes: none). One row per event cost PostgreSQL about 15 µs per event more
+# (a heap row and an index entry written, then deleted, and the JSON parameter parsed). Rows of
+# the older kind (one event in event_id, event_date, leaf_hash) are still read.
+PENDING_RECORD = 52
+_NO_HASH = bytes(32)
+_DATE_EPOCH = dt.date(2000, 1, 1).toordinal()
+_DAYS = struct.Struct(">i")
+# The same record made by PostgreSQL from an event's columns.
+_RECORD = (
+    "uuid_send({id}) || int4send({date} - DATE '2000-01-01') || "
+    "coalesce({hash}, '\\x" + "00" * 32 + "'::bytea)"
+)
+
+
+def _day(date: str | dt.date) -> bytes:
+    if isinstance(date, str):
+        date = dt.date.fromisoformat(date)
+    return _DAYS.pack(date.toordinal() - _DATE_EPOCH)
 
 
 class Queued:
@@ -90,6 +116,9 @@ class Queued:
     def __bool__(self) -> bool:
         return bool(self._found)
 
+    def __len__(self) -> int:
+        return len(self._found)
+
     def add(self, event: dict[str, Any]) -> bytes | None:
         """An event about to be stored (stamped, complete). Returns its event_data's JCS bytes
         when the leaf was computed from them (a COPY row can reuse them: `copy_row`)."""
@@ -101,11 +130,16 @@ class Queued:
         self._found[key] = leaf
         return data
 
-    def keys(self) -> str:
-        """Every event, as the one JSON parameter of `register` (serialized by orjson in C:
-        psycopg adapts list parameters element by element in Python, about eight times the
-        client CPU for these three columns)."""
-        return _json_keys(self._found.items())
+    def packed(self) -> bytes:
+        """Every event as `log_pending.events` records (`register`)."""
+        days: dict[Any, bytes] = {}
+        records = []
+        for (event_id, date), leaf in self._found.items():
+            day = days.get(date)
+            if day is None:
+                day = days[date] = _day(date)
+            records.append(bytes.fromhex(event_id.replace("-", "")) + day + (leaf or _NO_HASH))
+        return b"".join(records)
 
     def hashed(self) -> str:
         """The events with a hash, as the JSON parameter of a `registering` statement (the
@@ -114,6 +148,8 @@ class Queued:
 
 
 def _json_keys(items: Iterable[tuple[tuple[Any, Any], bytes | None]]) -> str:
+    # orjson serializes it in C: psycopg adapts list parameters element by element in Python,
+    # about eight times the client CPU for these three columns.
     rows = [
         {"event_id": event_id, "event_date": date, "leaf_hash": None if h is None else h.hex()}
         for (event_id, date), h in items
@@ -129,24 +165,24 @@ _KEYS = sql.SQL(
 
 def registering(insert: sql.Composable, result: sql.Composable) -> sql.Composed:
     """`insert` (an INSERT INTO audit_events ... RETURNING event_id, event_date, ...) as one
-    statement that also queues the rows it stored, and answers `result` (a SELECT ... FROM
-    stored). Its parameters are the insert's, then `Queued.hashed()` of the rows offered."""
+    statement that also queues the rows it stored (one pending row, none when it stored
+    nothing), and answers `result` (a SELECT ... FROM stored). Its parameters are the
+    insert's, then `Queued.hashed()` of the rows offered."""
+    record = _RECORD.format(id="s.event_id", date="s.event_date", hash="k.leaf_hash")
     return sql.SQL(
         "WITH stored AS ({insert}), queued AS ("
-        "INSERT INTO log_pending (event_id, event_date, leaf_hash) "
-        "SELECT s.event_id, s.event_date, k.leaf_hash FROM stored s LEFT JOIN {keys} "
-        "ON k.event_id = s.event_id AND k.event_date = s.event_date) {result}"
-    ).format(insert=insert, keys=_KEYS, result=result)
+        "INSERT INTO log_pending (events, event_count) "
+        "SELECT string_agg({record}, ''::bytea), count(*) FROM stored s LEFT JOIN {keys} "
+        "ON k.event_id = s.event_id AND k.event_date = s.event_date HAVING count(*) > 0) {result}"
+    ).format(insert=insert, record=sql.SQL(record), keys=_KEYS, result=result)
 
 
 async def register(conn: AsyncConnection, queued: Queued) -> None:
     """Queue stored events for sequencing; call in the transaction that inserts them."""
     if queued:
         await conn.execute(
-            sql.SQL(
-                "INSERT INTO log_pending (event_id, event_date, leaf_hash) SELECT * FROM {keys}"
-            ).format(keys=_KEYS),
-            (queued.keys(),),
+            "INSERT INTO log_pending (events, event_count) VALUES (%b, %s)",
+            (queued.packed(), len(queued)),
         )
 
 
@@ -165,65 +201,51 @@ async def try_lock(conn: AsyncConnection, key: int) -> bool:
     return bool(taken)
 
 
-async def take_pending(conn: AsyncConnection, limit: int) -> list[Pending]:
-    """The oldest committed pending rows (the caller deletes them in the same transaction)."""
-    cur = await conn.execute(
-        "SELECT seq, event_id::text, event_date, leaf_hash FROM log_pending ORDER BY seq LIMIT %s",
-        (limit,),
-    )
-    return [Pending(*row) for row in await cur.fetchall()]
-
-
-async def delete_pending(conn: AsyncConnection, seqs: Sequence[int]) -> None:
-    await conn.execute("DELETE FROM log_pending WHERE seq = ANY(%s)", (list(seqs),))
-
-
-async def oldest_pending_hashed(conn: AsyncConnection, limit: int) -> bool:
-    """Whether each of the oldest `limit` pending rows carries its leaf hash (read through the
-    primary key: no scan, however long the queue)."""
-    cur = await conn.execute(
-        "SELECT coalesce(bool_and(leaf_hash IS NOT NULL), true) "
-        "FROM (SELECT leaf_hash FROM log_pending ORDER BY seq LIMIT %s) oldest",
-        (limit,),
-    )
-    (hashed,) = await cur.fetchone()
-    return bool(hashed)
-
-
-# Pending rows that carry their hash become leaves inside PostgreSQL: the oldest `limit` such rows
-# are deleted (a row without a hash that committed meanwhile is left to a later round, which hashes
-# it from its stored row), the first registration of each event that is not a leaf yet gets the next index
-# in queue order, and only the new leaves' hashes come back, for the Merkle fold (one row with a
-# NULL hash when none was added).
-_APPEND_HASHED = """
-WITH taken AS (
-    DELETE FROM log_pending
-    WHERE seq IN (
-        SELECT seq FROM log_pending WHERE leaf_hash IS NOT NULL ORDER BY seq LIMIT %(limit)s
-    )
-    RETURNING seq, event_id, event_date, leaf_hash
-), firsts AS (
-    SELECT DISTINCT ON (event_id) seq, event_id, event_date, leaf_hash
-    FROM taken ORDER BY event_id, seq
-), fresh AS (
-    SELECT f.*, row_number() OVER (ORDER BY seq) AS position FROM firsts f
-    WHERE NOT EXISTS (SELECT 1 FROM log_leaves l WHERE l.event_id = f.event_id)
-), added AS (
-    INSERT INTO log_leaves (leaf_index, event_id, event_date, leaf_hash)
-    SELECT %(size)s + position - 1, event_id, event_date, leaf_hash FROM fresh
-    RETURNING leaf_index, leaf_hash
+# The oldest pending rows holding up to `limit` events (at least one row, whatever its size),
+# deleted (the caller's transaction makes them leaves), their events as packed records in queue
+# order; a row of the older kind is packed here.
+_TAKE = """
+WITH oldest AS (
+    SELECT seq, event_count, sum(event_count) OVER (ORDER BY seq) AS upto
+    FROM (SELECT seq, event_count FROM log_pending ORDER BY seq LIMIT %(limit)s) o
+), taken AS (
+    DELETE FROM log_pending p USING oldest o
+    WHERE p.seq = o.seq AND o.upto - o.event_count < %(limit)s
+    RETURNING p.seq, coalesce(p.events, {record}) AS events
 )
-SELECT t.taken, a.leaf_hash FROM (SELECT count(*) AS taken FROM taken) t
-LEFT JOIN added a ON true ORDER BY a.leaf_index
-"""
+SELECT events FROM taken ORDER BY seq
+""".format(record=_RECORD.format(id="p.event_id", date="p.event_date", hash="p.leaf_hash"))
 
 
-async def append_hashed(conn: AsyncConnection, size: int, limit: int) -> tuple[int, list[bytes]]:
-    """Turn the oldest `limit` pending rows that carry their hash into leaves from index `size`
-    on. Returns (pending rows taken, the new leaves' hashes in order)."""
-    cur = await conn.execute(_APPEND_HASHED, {"limit": limit, "size": size}, binary=True)
-    rows = await cur.fetchall()
-    return rows[0][0], [bytes(row[1]) for row in rows if row[1] is not None]
+async def take_pending(conn: AsyncConnection, limit: int) -> list[PendingEvent]:
+    """The oldest committed pending events, about `limit` of them, in queue order, deleted
+    from the queue (call in the transaction that makes them leaves)."""
+    cur = await conn.execute(_TAKE, {"limit": limit}, binary=True)
+    return unpack_pending(b"".join([row[0] for row in await cur.fetchall()]))
+
+
+def unpack_pending(packed: bytes) -> list[PendingEvent]:
+    events = []
+    for at in range(0, len(packed), PENDING_RECORD):
+        leaf = packed[at + 20 : at + PENDING_RECORD]
+        events.append(
+            PendingEvent(
+                packed[at : at + 16], packed[at + 16 : at + 20], None if leaf == _NO_HASH else leaf
+            )
+        )
+    return events
+
+
+# Every queued event's packed record, oldest row first (read with binary=True; `unpack_pending`).
+PENDING_EVENTS = "SELECT coalesce(events, {record}) FROM log_pending ORDER BY seq".format(
+    record=_RECORD.format(id="event_id", date="event_date", hash="leaf_hash")
+)
+
+
+async def pending_events(conn: AsyncConnection) -> list[PendingEvent]:
+    """Every queued event in queue order, left in the queue (tests and diagnostics)."""
+    cur = await conn.execute(PENDING_EVENTS, binary=True)
+    return unpack_pending(b"".join([row[0] for row in await cur.fetchall()]))
 
 
 @dataclass(frozen=True)
@@ -316,24 +338,27 @@ async def stored_hashes(
     return {(level, index): bytes(h) for level, index, h in await cur.fetchall()}
 
 
-async def append(
-    conn: AsyncConnection,
-    first_index: int,
-    leaves: Sequence[NewLeaf],
-    nodes: Sequence[tuple[int, int, bytes]],
-    pairs: Sequence[tuple[int, bytes]],
-    new_state: TreeState,
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # no flags, no header extension
+_COPY_TRAILER = b"\xff\xff"
+# One log_leaves row in binary COPY: 4 fields, each its length then its bytes.
+_LEAF_ROW = struct.Struct(">hiqi16si4si32s")
+
+
+async def append_leaves(
+    conn: AsyncConnection, first_index: int, leaves: Sequence[PendingEvent]
 ) -> None:
-    """Store leaves [first_index, first_index + len(leaves)), their new subtree hashes, pair
-    hashes and the new tree state."""
+    """Store leaves [first_index, first_index + len(leaves)), every one with its hash, by one
+    binary COPY made from their packed bytes. A leaf whose event is one already raises
+    psycopg.errors.UniqueViolation."""
+    pack = _LEAF_ROW.pack
+    rows = [
+        pack(4, 8, first_index + offset, 16, leaf.uuid, 4, leaf.day, 32, leaf.leaf_hash)
+        for offset, leaf in enumerate(leaves)
+    ]
     async with conn.cursor().copy(
-        "COPY log_leaves (leaf_index, event_id, event_date, leaf_hash) FROM STDIN"
+        "COPY log_leaves (leaf_index, event_id, event_date, leaf_hash) FROM STDIN (FORMAT BINARY)"
     ) as copy:
-        for offset, leaf in enumerate(leaves):
-            await copy.write_row(
-                (first_index + offset, leaf.event_id, leaf.event_date, leaf.leaf_hash)
-            )
-    await append_nodes(conn, nodes, pairs, new_state)
+        await copy.write(b"".join([_COPY_SIGNATURE, *rows, _COPY_TRAILER]))
 
 
 async def append_nodes(

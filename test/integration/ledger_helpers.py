@@ -45,6 +45,12 @@ async def store_events(conn: psycopg.AsyncConnection, events: list[dict]) -> Non
     await audit_writes.insert_batch(conn, events, client_ids=(), lock_timeout=2, leaf_hashes=True)
 
 
+def queued_events(db: psycopg.Connection) -> list[store.PendingEvent]:
+    """Every event in log_pending, in queue order (a row holds one statement's events)."""
+    rows = db.execute(store.PENDING_EVENTS, binary=True).fetchall()
+    return store.unpack_pending(b"".join(row[0] for row in rows))
+
+
 def reset_log(db: psycopg.Connection) -> None:
     db.execute(f"TRUNCATE {LOG_TABLES}")
     db.execute("UPDATE log_tree SET tree_size = 0, root_hash = sha256(''::bytea)")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections import Counter
 
 import psycopg
 import pytest
-from ledger_helpers import new_events
+from ledger_helpers import new_events, queued_events
 
 from datastorage.ledger.leaf import event_leaf_hash
 from datastorage.store import audit_replay, audit_writes
@@ -27,12 +28,8 @@ def leaf_hashes(request) -> bool:
 
 def _queued(db, events) -> dict[str, int]:
     """event_id -> how many times it is queued in log_pending."""
-    rows = db.execute(
-        "SELECT event_id::text, count(*) FROM log_pending WHERE event_id = ANY(%s::uuid[]) "
-        "GROUP BY 1",
-        ([e["event_id"] for e in events],),
-    ).fetchall()
-    return dict(rows)
+    wanted = {e["event_id"] for e in events}
+    return dict(Counter(q.event_id for q in queued_events(db) if q.event_id in wanted))
 
 
 def _stored(db, events) -> set[str]:
@@ -44,11 +41,8 @@ def _stored(db, events) -> set[str]:
 
 
 def _queued_hashes(db, events) -> dict[str, bytes | None]:
-    rows = db.execute(
-        "SELECT event_id::text, leaf_hash FROM log_pending WHERE event_id = ANY(%s::uuid[])",
-        ([e["event_id"] for e in events],),
-    ).fetchall()
-    return {event_id: None if leaf is None else bytes(leaf) for event_id, leaf in rows}
+    wanted = {e["event_id"] for e in events}
+    return {q.event_id: q.leaf_hash for q in queued_events(db) if q.event_id in wanted}
 
 
 def _row_hashes(db, events) -> dict[str, bytes]:

@@ -59,8 +59,9 @@ async def test_stored_events_become_leaves_with_verifying_proofs(log_db, db):
         status = await store.log_status(conn)
         assert (status.tree_size, status.checkpoint_age) == (0, None)
         assert 30 <= status.sequencing_lag < 300
+        # A round takes whole pending rows (one per statement), at least one: 10 events here.
         first = await sequence_once(conn, batch_size=7)
-        assert (first.appended, first.size) == (7, 7)
+        assert (first.appended, first.size) == (10, 10)
         while (await sequence_once(conn, batch_size=7)).appended:
             pass
         size, root = await check_tree(log_db)
@@ -77,6 +78,47 @@ async def test_stored_events_become_leaves_with_verifying_proofs(log_db, db):
         with pytest.raises(proofs.NotSequenced):
             await proofs.inclusion(conn, events[-1]["event_id"], 10)
     assert db.execute("SELECT count(*) FROM log_pending").fetchone()[0] == 0
+    # Each leaf's event_date (unpacked from the queue's 4-byte day numbers) is its row's.
+    dated = db.execute(
+        "SELECT count(*) FROM log_leaves JOIN audit_events USING (event_id, event_date) "
+        "WHERE event_id = ANY(%s::uuid[])",
+        ([e["event_id"] for e in events],),
+    ).fetchone()[0]
+    assert dated == 25
+
+
+async def test_pending_rows_of_the_older_kind_are_still_sequenced(log_db, db):
+    """Rows holding one event each (queued before migration 013, or by a process not upgraded
+    yet), with and without a hash, then a row of the current kind: every event becomes a leaf,
+    in queue order, with the hash of its stored row."""
+    connect = connection_source(log_db)
+    events = new_events(4, correlation_id=f"seq-old-{uuid.uuid4()}")
+    async with connect() as conn:
+        await audit_writes.insert_batch(
+            conn, events, client_ids=(), lock_timeout=2, leaf_hashes=True
+        )
+        await conn.execute("DELETE FROM log_pending")
+        expected = {}
+        for event in events:
+            stored = await audit_queries.get_event(conn, event["event_id"])
+            expected[event["event_id"]] = event_leaf_hash(stored)
+        first, second = events[0], events[1]
+        await conn.execute(
+            "INSERT INTO log_pending (event_id, event_date, leaf_hash) "
+            "VALUES (%s, %s, %s), (%s, %s, NULL)",
+            (first["event_id"], first["event_date"], expected[first["event_id"]],
+             second["event_id"], second["event_date"]),
+        )  # fmt: skip
+        await store.register(conn, store.Queued.of(events[2:], leaf_hashes=True))
+        assert [q.event_id for q in await store.pending_events(conn)] == list(expected)
+        result = await sequence_once(conn, batch_size=100)
+    assert (result.appended, result.dropped) == (4, 0)
+    leaves = db.execute(
+        "SELECT event_id::text, leaf_hash, event_date FROM log_leaves ORDER BY leaf_index"
+    ).fetchall()
+    assert [(i, bytes(h)) for i, h, _ in leaves] == list(expected.items())
+    assert [str(d) for _, _, d in leaves] == [e["event_date"] for e in events]
+    await check_tree(log_db)
 
 
 async def test_registered_twice_or_row_gone_is_dropped_without_a_leaf(log_db, db):
@@ -115,7 +157,8 @@ async def test_an_event_inserted_without_registration_never_becomes_a_leaf(log_d
     async with connect() as conn:
         await store_events(conn, registered)
         await audit_writes.insert_batch(conn, bare, client_ids=(), lock_timeout=2, leaf_hashes=True)
-        await conn.execute("DELETE FROM log_pending WHERE event_id = %s", (bare[0]["event_id"],))
+        # The last pending row: the one the statement storing `bare` queued.
+        await conn.execute("DELETE FROM log_pending WHERE seq = (SELECT max(seq) FROM log_pending)")
         await sequence_once(conn, batch_size=100)
     assert _leaf_count(db, [bare[0]["event_id"]]) == {}
 
