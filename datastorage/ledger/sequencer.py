@@ -24,8 +24,6 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from psycopg.errors import UniqueViolation
-
 from datastorage.ledger import merkle, tree
 from datastorage.ledger.background import StopWorker, repeat
 from datastorage.ledger.leaf import event_leaf_hash
@@ -74,66 +72,64 @@ async def sequence_once(conn: AsyncConnection, batch_size: int) -> Round:
         leaves = await _stored_leaves(conn, state.size, await _hashed(conn, pending))
         if leaves:
             appended = merkle.append_leaves(
-                state.size, frontier_hashes, [leaf.leaf_hash for leaf in leaves]
+                state.size, frontier_hashes, [leaf for _, _, leaf in leaves]
             )
             state = store.TreeState(appended.size, appended.root)
             await store.append_nodes(conn, *tree.kept(appended.nodes), state)
         return Round(len(leaves), len(pending) - len(leaves), state.size)
 
 
-async def _hashed(
-    conn: AsyncConnection, pending: list[store.PendingEvent]
-) -> list[store.PendingEvent]:
-    """The first registration of each event, each with its leaf hash: the one its writer
-    queued or, when none was queued, the hash of its stored row (an event without one and
-    without a row is dropped)."""
-    first: dict[bytes, store.PendingEvent] = {}
-    for event in pending:
-        first.setdefault(event.uuid, event)
-    unhashed = [(e.event_id, e.event_date) for e in first.values() if e.leaf_hash is None]
-    stored = await store.events_by_key(conn, unhashed) if unhashed else {}
-    leaves = []
-    for event in first.values():
-        if event.leaf_hash is None:
-            row = stored.get((event.event_id, event.event_date))
-            if row is None:
+async def _stored_leaves(
+    conn: AsyncConnection, size: int, leaves: list[store.Packed]
+) -> list[store.Packed]:
+    """Store `leaves` from index `size` on; an event that is a leaf already is left out (and
+    named in a warning). Returns the leaves stored."""
+    if not leaves:
+        return leaves
+    stored = await store.append_leaves(conn, size, leaves)
+    if len(stored) < len(leaves):
+        kept = {event_id for event_id, _, _ in stored}
+        for leaf in leaves:
+            if leaf[0] not in kept:
+                event = store.PendingEvent.of(leaf)
                 log.warning(
-                    "log: pending event %s (%s) not appended: no stored row",
+                    "log: pending event %s (%s) not appended: already a leaf",
                     event.event_id,
                     event.event_date,
                 )
+    return stored
+
+
+async def _hashed(conn: AsyncConnection, pending: list[store.Packed]) -> list[store.Packed]:
+    """The first registration of each event, each with its leaf hash: the one its writer
+    queued or, when none was queued, the hash of its stored row (an event without one and
+    without a row is dropped)."""
+    if len({event_id for event_id, _, _ in pending}) < len(pending):
+        first: dict[bytes, store.Packed] = {}
+        for event in pending:
+            first.setdefault(event[0], event)
+        pending = list(first.values())
+    unhashed = {p[0]: store.PendingEvent.of(p) for p in pending if p[2] == store.NO_HASH}
+    if not unhashed:
+        return pending
+    stored = await store.events_by_key(
+        conn, [(e.event_id, e.event_date) for e in unhashed.values()]
+    )
+    leaves = []
+    for event_id, day, leaf in pending:
+        if leaf == store.NO_HASH:
+            readable = unhashed[event_id]
+            row = stored.get((readable.event_id, readable.event_date))
+            if row is None:
+                log.warning(
+                    "log: pending event %s (%s) not appended: no stored row",
+                    readable.event_id,
+                    readable.event_date,
+                )
                 continue
-            event = event._replace(leaf_hash=event_leaf_hash(row))
-        leaves.append(event)
+            leaf = event_leaf_hash(row)
+        leaves.append((event_id, day, leaf))
     return leaves
-
-
-async def _stored_leaves(
-    conn: AsyncConnection, size: int, leaves: list[store.PendingEvent]
-) -> list[store.PendingEvent]:
-    """Store `leaves` from index `size` on, leaving out events that are leaves already (the
-    unique index on event_id finds them: no lookup per leaf in the usual case). Returns the
-    leaves stored."""
-    if not leaves:
-        return leaves
-    try:
-        async with conn.transaction():  # a savepoint: a failed COPY leaves the round usable
-            await store.append_leaves(conn, size, leaves)
-        return leaves
-    except UniqueViolation:
-        pass
-    already = await store.sequenced_event_ids(conn, [leaf.event_id for leaf in leaves])
-    for leaf in leaves:
-        if leaf.event_id in already:
-            log.warning(
-                "log: pending event %s (%s) not appended: already a leaf",
-                leaf.event_id,
-                leaf.event_date,
-            )
-    fresh = [leaf for leaf in leaves if leaf.event_id not in already]
-    if fresh:
-        await store.append_leaves(conn, size, fresh)
-    return fresh
 
 
 class Sequencer:

@@ -80,18 +80,24 @@ def stamp(events: Iterable[dict[str, Any]]) -> None:
         event["created_at"] = created_at
 
 
-def stored_event(event: Mapping[str, Any], event_data: Any) -> dict[str, Any]:
+def stored_event(
+    event: Mapping[str, Any], event_data: Any, into: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The event GET will return for a stamped event about to be stored (what its leaf hashes),
-    with `event_data` in place of its event_data, keys in RFC 8785 order (`ledger.leaf`)."""
-    values = list(_JCS_VALUES(event))
-    values[_JCS_EVENT_DATA_INDEX] = event_data
-    return dict(zip(_JCS_NAMES, values, strict=True))
+    with `event_data` in place of its event_data, keys in RFC 8785 order (`ledger.leaf`).
+    `into`: a dict this function returned before, filled again in place (what it held is
+    gone). A writer hashing a batch refills one dict: a new 28-key dict per event cost it
+    several µs (the table grown four times, then freed)."""
+    if into is None:
+        into = dict.fromkeys(_JCS_NAMES)
+    into.update(zip(_JCS_NAMES, _JCS_VALUES(event), strict=True))
+    into["event_data"] = event_data
+    return into
 
 
 # The API names in RFC 8785 key order: all ASCII, so plain sorting is UTF-16 order.
 _JCS_NAMES = sorted(name for _, name in STORED_COLUMNS)
 _JCS_VALUES = operator.itemgetter(*_JCS_NAMES)
-_JCS_EVENT_DATA_INDEX = _JCS_NAMES.index("event_data")
 
 
 def row_values(event: Mapping[str, Any]) -> list[Any]:

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import orjson
 from orjson import Fragment
 from psycopg import AsyncConnection, sql
+from psycopg.errors import UniqueViolation
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
@@ -32,21 +33,27 @@ LEADER_LOCK = 0x64617461_0015  # held by the one process that runs the log's wor
 Node = tuple[int, int]
 
 
+# A queued event as `log_pending.events` packs it (see Registration): its event id's 16 bytes, its
+# day number's 4 bytes and its leaf hash's 32 (NO_HASH: none). The sequencer hands these bytes
+# to the leaf table's binary COPY as they are.
+Packed = tuple[bytes, bytes, bytes]
+
+
 class PendingEvent(NamedTuple):
-    """A queued event as `log_pending.events` packs it: raw bytes, so the sequencer hands them
-    to the leaf table's binary COPY as they are."""
+    """A queued event, readable."""
 
-    uuid: bytes  # the event id's 16 bytes
-    day: bytes  # the event date: days since 2000-01-01, 4 bytes big-endian
-    leaf_hash: bytes | None  # what the writer computed (None: hash the stored row)
+    event_id: str
+    event_date: dt.date
+    leaf_hash: bytes | None  # None: the sequencer hashes the stored row
 
-    @property
-    def event_id(self) -> str:
-        return str(uuid.UUID(bytes=self.uuid))
-
-    @property
-    def event_date(self) -> dt.date:
-        return dt.date.fromordinal(_DATE_EPOCH + _DAYS.unpack(self.day)[0])
+    @classmethod
+    def of(cls, packed: Packed) -> PendingEvent:
+        event_id, day, leaf = packed
+        return cls(
+            str(uuid.UUID(bytes=event_id)),
+            dt.date.fromordinal(_DATE_EPOCH + _DAYS.unpack(day)[0]),
+            None if leaf == NO_HASH else leaf,
+        )
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,9 @@ class StoredCheckpoint:
 # bytes; all zero bytes: none). One row per event cost PostgreSQL about 15 µs per event more
 # (a heap row and an index entry written, then deleted, and the JSON parameter parsed). Rows of
 # the older kind (one event in event_id, event_date, leaf_hash) are still read.
-PENDING_RECORD = 52
-_NO_HASH = bytes(32)
+_PACKED = struct.Struct(">16s4s32s")
+PENDING_RECORD = _PACKED.size
+NO_HASH = bytes(32)
 _DATE_EPOCH = dt.date(2000, 1, 1).toordinal()
 _DAYS = struct.Struct(">i")
 # The same record made by PostgreSQL from an event's columns.
@@ -105,6 +113,7 @@ class Queued:
     def __init__(self, leaf_hashes: bool) -> None:
         self.leaf_hashes = leaf_hashes
         self._found: dict[tuple[Any, Any], bytes | None] = {}
+        self._stored: dict[str, Any] | None = None  # `stored_event`'s dict, refilled per event
 
     @classmethod
     def of(cls, events: Iterable[dict[str, Any]], leaf_hashes: bool) -> Queued:
@@ -124,7 +133,11 @@ class Queued:
         when the leaf was computed from them (a COPY row can reuse them: `copy_row`)."""
         key = (event["event_id"], event["event_date"])
         data = exact_json(event["event_data"]) if self.leaf_hashes else None
-        leaf = None if data is None else exact_leaf_hash(stored_event(event, Fragment(data)))
+        if data is None:
+            leaf = None
+        else:
+            self._stored = stored_event(event, Fragment(data), self._stored)
+            leaf = exact_leaf_hash(self._stored)
         if key in self._found and self._found[key] != leaf:
             leaf = None
         self._found[key] = leaf
@@ -138,7 +151,7 @@ class Queued:
             day = days.get(date)
             if day is None:
                 day = days[date] = _day(date)
-            records.append(bytes.fromhex(event_id.replace("-", "")) + day + (leaf or _NO_HASH))
+            records.append(bytes.fromhex(event_id.replace("-", "")) + day + (leaf or NO_HASH))
         return b"".join(records)
 
     def hashed(self) -> str:
@@ -217,23 +230,15 @@ SELECT events FROM taken ORDER BY seq
 """.format(record=_RECORD.format(id="p.event_id", date="p.event_date", hash="p.leaf_hash"))
 
 
-async def take_pending(conn: AsyncConnection, limit: int) -> list[PendingEvent]:
+async def take_pending(conn: AsyncConnection, limit: int) -> list[Packed]:
     """The oldest committed pending events, about `limit` of them, in queue order, deleted
     from the queue (call in the transaction that makes them leaves)."""
     cur = await conn.execute(_TAKE, {"limit": limit}, binary=True)
     return unpack_pending(b"".join([row[0] for row in await cur.fetchall()]))
 
 
-def unpack_pending(packed: bytes) -> list[PendingEvent]:
-    events = []
-    for at in range(0, len(packed), PENDING_RECORD):
-        leaf = packed[at + 20 : at + PENDING_RECORD]
-        events.append(
-            PendingEvent(
-                packed[at : at + 16], packed[at + 16 : at + 20], None if leaf == _NO_HASH else leaf
-            )
-        )
-    return events
+def unpack_pending(packed: bytes) -> list[Packed]:
+    return list(_PACKED.iter_unpack(packed))
 
 
 # Every queued event's packed record, oldest row first (read with binary=True; `unpack_pending`).
@@ -245,7 +250,8 @@ PENDING_EVENTS = "SELECT coalesce(events, {record}) FROM log_pending ORDER BY se
 async def pending_events(conn: AsyncConnection) -> list[PendingEvent]:
     """Every queued event in queue order, left in the queue (tests and diagnostics)."""
     cur = await conn.execute(PENDING_EVENTS, binary=True)
-    return unpack_pending(b"".join([row[0] for row in await cur.fetchall()]))
+    packed = unpack_pending(b"".join([row[0] for row in await cur.fetchall()]))
+    return [PendingEvent.of(event) for event in packed]
 
 
 @dataclass(frozen=True)
@@ -288,14 +294,6 @@ async def events_by_key(
     wanted = set(keys)
     found = ((str(r["event_id"]), r["event_date"], r) for r in await cur.fetchall())
     return {(i, d): row_to_event(r) for i, d, r in found if (i, d) in wanted}
-
-
-async def sequenced_event_ids(conn: AsyncConnection, event_ids: Sequence[str]) -> set[str]:
-    cur = await conn.execute(
-        "SELECT event_id::text FROM log_leaves WHERE event_id = ANY(%s::uuid[])",
-        (list(event_ids),),
-    )
-    return {row[0] for row in await cur.fetchall()}
 
 
 async def tree_state(conn: AsyncConnection, *, for_update: bool = False) -> TreeState:
@@ -345,15 +343,35 @@ _LEAF_ROW = struct.Struct(">hiqi16si4si32s")
 
 
 async def append_leaves(
-    conn: AsyncConnection, first_index: int, leaves: Sequence[PendingEvent]
-) -> None:
-    """Store leaves [first_index, first_index + len(leaves)), every one with its hash, by one
-    binary COPY made from their packed bytes. A leaf whose event is one already raises
-    psycopg.errors.UniqueViolation."""
+    conn: AsyncConnection, first_index: int, leaves: Sequence[Packed]
+) -> list[Packed]:
+    """Store leaves from index `first_index` on, every one with its hash, leaving out events
+    that are leaves already (the unique index on event_id finds them: no lookup per leaf in
+    the usual case). Returns the leaves stored."""
+    try:
+        async with conn.transaction():  # a savepoint: a failed COPY leaves the round usable
+            await _copy_leaves(conn, first_index, leaves)
+        return list(leaves)
+    except UniqueViolation:
+        pass
+    cur = await conn.execute(
+        "SELECT uuid_send(event_id) FROM log_leaves WHERE event_id = ANY(%s)",
+        ([uuid.UUID(bytes=event_id) for event_id, _, _ in leaves],),
+        binary=True,
+    )
+    already = {bytes(row[0]) for row in await cur.fetchall()}
+    fresh = [leaf for leaf in leaves if leaf[0] not in already]
+    if fresh:
+        await _copy_leaves(conn, first_index, fresh)
+    return fresh
+
+
+async def _copy_leaves(conn: AsyncConnection, first_index: int, leaves: Sequence[Packed]) -> None:
+    """One binary COPY of log_leaves rows made from the leaves' packed bytes."""
     pack = _LEAF_ROW.pack
     rows = [
-        pack(4, 8, first_index + offset, 16, leaf.uuid, 4, leaf.day, 32, leaf.leaf_hash)
-        for offset, leaf in enumerate(leaves)
+        pack(4, 8, first_index + offset, 16, event_id, 4, day, 32, leaf)
+        for offset, (event_id, day, leaf) in enumerate(leaves)
     ]
     async with conn.cursor().copy(
         "COPY log_leaves (leaf_index, event_id, event_date, leaf_hash) FROM STDIN (FORMAT BINARY)"

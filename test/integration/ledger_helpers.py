@@ -48,7 +48,7 @@ async def store_events(conn: psycopg.AsyncConnection, events: list[dict]) -> Non
 def queued_events(db: psycopg.Connection) -> list[store.PendingEvent]:
     """Every event in log_pending, in queue order (a row holds one statement's events)."""
     rows = db.execute(store.PENDING_EVENTS, binary=True).fetchall()
-    return store.unpack_pending(b"".join(row[0] for row in rows))
+    return [store.PendingEvent.of(p) for p in store.unpack_pending(b"".join(r[0] for r in rows))]
 
 
 def reset_log(db: psycopg.Connection) -> None:
