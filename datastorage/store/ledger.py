@@ -81,13 +81,12 @@ class StoredCheckpoint:
 # queued: `verify` reports such a row as `unsequenced`.
 #
 # A statement queues all its events in one `log_pending` row (migration 013): `events` packs
-# them, `PENDING_RECORD` bytes each: the event id (16 bytes, as uuid_send writes it), the event
+# them, 52 bytes each (`_PACKED`): the event id (16 bytes, as uuid_send writes it), the event
 # date (days since 2000-01-01, 4 bytes big-endian, as int4send writes it) and the leaf hash (32
 # bytes; all zero bytes: none). One row per event cost PostgreSQL about 15 µs per event more
 # (a heap row and an index entry written, then deleted, and the JSON parameter parsed). Rows of
 # the older kind (one event in event_id, event_date, leaf_hash) are still read.
 _PACKED = struct.Struct(">16s4s32s")
-PENDING_RECORD = _PACKED.size
 NO_HASH = bytes(32)
 _DATE_EPOCH = dt.date(2000, 1, 1).toordinal()
 _DAYS = struct.Struct(">i")
