@@ -114,10 +114,11 @@ def _on_off_row(bench: Bench, label: str, path: str, **load: Any) -> Row:
     """Four windows of half the duration each, off, on, on, off: the machine's speed drifts
     during a run (by more than the difference measured), and this order cancels a steady
     drift. Rates are the windows' events over their seconds, per mode."""
-    windows: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    runs: list[tuple[bool, dict[str, Any]]] = []
     for log_on in (False, True, True, False):
         bench.progress(f"[6] {label}: log {'on' if log_on else 'off'}")
-        windows[log_on].append(_window(bench, path, log_on, **load))
+        runs.append((log_on, _window(bench, path, log_on, **load)))
+    windows = {mode: [w for log_on, w in runs if log_on == mode] for mode in (False, True)}
     on, off = _combined(windows[True]), _combined(windows[False])
     lag_samples = [s * 1000 for w in windows[True] for s in w["lag"]]
     lag = latency_summary(lag_samples) if lag_samples else {}
@@ -125,12 +126,12 @@ def _on_off_row(bench: Bench, label: str, path: str, **load: Any) -> Row:
     slowest_drain = None if None in drained else max(drained)
     notes = [
         "raw = the same run with the log off (ratio = on / off); windows off, on, on, off: "
-        + ", ".join(f"{r:,.0f}" for r in _window_rates(windows)),
+        + ", ".join(f"{w['load']['rate_events']:,.0f}" for _, w in runs),
         f"log on: sequencing lag p50 {lag.get('p50', 0) / 1000:.2f} s, "
         f"p99 {lag.get('p99', 0) / 1000:.2f} s, max {lag.get('max', 0) / 1000:.2f} s",
         f"queue empty {slowest_drain} s after the window (the slower of two)",
     ]
-    first_on = windows[True][0]
+    first_on = windows[True][0]  # CPU per event: the first "on" window's
     notes += _cpu_notes(first_on["load"], first_on["cpu"], first_on["load"]["events"], None)
     return Row(
         f"6. {label} log on vs off",
@@ -146,11 +147,7 @@ def _on_off_row(bench: Bench, label: str, path: str, **load: Any) -> Row:
         details={
             "on": {**on, "lag_s": lag, "drained_after_s": drained},
             "off": off,
-            "windows": {
-                "order": ["off", "on", "on", "off"],
-                "on": [w["load"] for w in windows[True]],
-                "off": [w["load"] for w in windows[False]],
-            },
+            "windows": [{"log": "on" if log_on else "off", **w["load"]} for log_on, w in runs],
         },
     )
 
@@ -168,11 +165,6 @@ def _combined(windows: list[dict[str, Any]]) -> dict[str, Any]:
     }
     return {"events": events, "seconds": seconds, "rate_events": events / seconds,
             "latency_ms": latency}  # fmt: skip
-
-
-def _window_rates(windows: dict[bool, list[dict[str, Any]]]) -> list[float]:
-    off, on = windows[False], windows[True]
-    return [w["load"]["rate_events"] for w in (off[0], on[0], on[1], off[1])]
 
 
 def _store_tree(url: str, size: int) -> list[str]:

@@ -1142,15 +1142,7 @@ def export(bench: Bench) -> list[Row]:
                 f"server RSS +{growth:.0f} MiB (peak)",
                 f"{first['bytes'] / 2**20:.0f} MiB streamed per pass",
                 "passes raw, export, export, raw: "
-                + ", ".join(
-                    f"{r:,.0f}"
-                    for r in (
-                        raws[0]["rate"],
-                        ours[0]["events"] / ours[0]["seconds"],
-                        ours[1]["events"] / ours[1]["seconds"],
-                        raws[1]["rate"],
-                    )
-                )
+                + ", ".join(f"{p['rate']:,.0f}" for p in (raws[0], *ours, raws[1]))
                 + " events/s",
                 "CPU µs/event server {server} + PostgreSQL {postgres} + client {client}".format(
                     **mine
@@ -1187,8 +1179,8 @@ def _export_pass(bench: Bench, process: Any, server_pids: set[int]) -> dict[str,
     client_cpu = time.process_time() - client_cpu
     cpu.stop()
     # The last line is the manifest.
-    return {"events": lines - 1, "bytes": size, "seconds": seconds, "rss_peak": peak,
-            "cpu": cpu, "client_cpu": client_cpu}  # fmt: skip
+    return {"events": lines - 1, "bytes": size, "seconds": seconds, "rate": (lines - 1) / seconds,
+            "rss_peak": peak, "cpu": cpu, "client_cpu": client_cpu}  # fmt: skip
 
 
 # ---- 8. two server instances on one database -------------------------------------------------

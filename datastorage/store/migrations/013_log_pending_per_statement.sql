@@ -3,8 +3,10 @@
 -- event date (days since 2000-01-01, 4 bytes big-endian, as int4send writes it) and the leaf
 -- hash the writer computed (32 bytes; all zero bytes: none, the sequencer hashes the stored
 -- row). `event_count` is how many events the row holds. A row of the older kind (one event in
--- event_id, event_date and leaf_hash, `events` NULL) is still read, so processes of the
--- previous version can keep writing while they are replaced.
+-- event_id, event_date and leaf_hash, `events` NULL) is still read, so API processes of the
+-- previous version can keep writing while they are replaced. A sequencer of the previous version
+-- would drop rows of the new kind (it finds no event id in them): upgrade every process that
+-- runs the log together with this migration, as for 011.
 ALTER TABLE log_pending ALTER COLUMN event_id DROP NOT NULL;
 ALTER TABLE log_pending ALTER COLUMN event_date DROP NOT NULL;
 ALTER TABLE log_pending ADD COLUMN IF NOT EXISTS events bytea;
