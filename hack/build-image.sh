@@ -81,7 +81,8 @@ done
 # byte-identical for unchanged sources, so the engine's layer cache holds.
 SRC="$CONTEXT/.src"
 mkdir -p "$SRC"
-tar -C "$REPO" --exclude='__pycache__' --exclude='*.pyc' -cf - pyproject.toml README.md datastorage |
+tar -C "$REPO" --exclude='__pycache__' --exclude='*.pyc' --exclude='*.so' \
+  -cf - pyproject.toml README.md datastorage |
   tar -C "$SRC" -xf -
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} "$PYTHON" -m pip wheel --quiet --no-deps \
   --no-build-isolation --wheel-dir "$CONTEXT/wheels/app" "$SRC" 2> >(grep -v "is ignored" >&2)

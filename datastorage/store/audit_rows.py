@@ -64,6 +64,8 @@ _SELECT_BY_IDS = sql.SQL("SELECT {cols} FROM audit_events WHERE event_id = ANY(%
 _PARENT_DATES = "SELECT event_id, event_date FROM audit_events WHERE event_id = ANY(%s)"
 
 _API_NAMES = operator.itemgetter(*(name for _, name in STORED_COLUMNS))
+# The fields of an event as GET returns it: what a stamped event about to be stored holds.
+STORED_NAMES = frozenset(name for _, name in STORED_COLUMNS)
 _EVENT_DATA_INDEX = [column for column, _ in COLUMNS].index("event_data")
 
 
@@ -80,27 +82,6 @@ def stamp(events: Iterable[dict[str, Any]]) -> None:
         event["created_at"] = created_at
 
 
-def stored_event(
-    event: Mapping[str, Any], event_data: Any, into: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The event GET will return for a stamped event about to be stored (what its leaf hashes),
-    with `event_data` in place of its event_data, keys in RFC 8785 order (`ledger.leaf`).
-    `into`: a dict this function returned before, filled again in place (what it held is
-    gone). A writer hashing a batch refills one dict: a new 28-key dict per event (its table
-    grown four times, then freed) was most of this function's time in a profile of batch
-    writes."""
-    if into is None:
-        into = dict.fromkeys(_JCS_NAMES)
-    into.update(zip(_JCS_NAMES, _JCS_VALUES(event), strict=True))
-    into["event_data"] = event_data
-    return into
-
-
-# The API names in RFC 8785 key order: all ASCII, so plain sorting is UTF-16 order.
-_JCS_NAMES = sorted(name for _, name in STORED_COLUMNS)
-_JCS_VALUES = operator.itemgetter(*_JCS_NAMES)
-
-
 def row_values(event: Mapping[str, Any]) -> list[Any]:
     """The parameters of one INSERT row of a stamped event, in column order."""
     return [
@@ -109,13 +90,10 @@ def row_values(event: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-def copy_row(event: Mapping[str, Any], event_data_json: bytes | None = None) -> list[Any]:
-    """One COPY row of a stamped event (events carry every key: normalize_event sets them all);
-    `event_data_json`: its event_data already serialized (the leaf's bytes), else it is here."""
+def copy_row(event: Mapping[str, Any]) -> list[Any]:
+    """One COPY row of a stamped event (events carry every key: normalize_event sets them all)."""
     row = list(_API_NAMES(event))
-    if event_data_json is None:
-        event_data_json = orjson.dumps(row[_EVENT_DATA_INDEX])
-    row[_EVENT_DATA_INDEX] = event_data_json.decode()
+    row[_EVENT_DATA_INDEX] = orjson.dumps(row[_EVENT_DATA_INDEX]).decode()
     return row
 
 

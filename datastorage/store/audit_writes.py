@@ -155,7 +155,8 @@ async def copy_rows(
     async with conn.cursor().copy(_copy_sql(table)) as copy:
         for event in events:
             event["created_at"] = created_at
-            await copy.write_row(copy_row(event, queued.add(event)))
+            queued.add(event)
+            await copy.write_row(copy_row(event))
         if complete is not None:
             complete()
     if table == "audit_events":

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
-from orjson import Fragment
 from psycopg import AsyncConnection, sql
 from psycopg.errors import UniqueViolation
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
-from datastorage.ledger.leaf import exact_json, exact_leaf_hash
-from datastorage.store.audit_rows import row_to_event, stored_event
+from datastorage.ledger.leaf import event_leaf_hash_if_exact
+from datastorage.store.audit_rows import STORED_NAMES, row_to_event
 
 SEQUENCER_LOCK = 0x64617461_0012  # arbitrary constants shared by every process
 SIGNER_LOCK = 0x64617461_0013
@@ -112,7 +111,6 @@ class Queued:
     def __init__(self, leaf_hashes: bool) -> None:
         self.leaf_hashes = leaf_hashes
         self._found: dict[tuple[Any, Any], bytes | None] = {}
-        self._stored: dict[str, Any] | None = None  # `stored_event`'s dict, refilled per event
 
     @classmethod
     def of(cls, events: Iterable[dict[str, Any]], leaf_hashes: bool) -> Queued:
@@ -127,20 +125,16 @@ class Queued:
     def __len__(self) -> int:
         return len(self._found)
 
-    def add(self, event: dict[str, Any]) -> bytes | None:
-        """An event about to be stored (stamped, complete). Returns its event_data's JCS bytes
-        when the leaf was computed from them (a COPY row can reuse them: `copy_row`)."""
+    def add(self, event: dict[str, Any]) -> None:
+        """An event about to be stored: stamped, so it holds exactly the fields GET will
+        return, with the values GET will return (else it is queued without a hash)."""
         key = (event["event_id"], event["event_date"])
-        data = exact_json(event["event_data"]) if self.leaf_hashes else None
-        if data is None:
-            leaf = None
-        else:
-            self._stored = stored_event(event, Fragment(data), self._stored)
-            leaf = exact_leaf_hash(self._stored)
+        leaf = None
+        if self.leaf_hashes and event.keys() == STORED_NAMES:
+            leaf = event_leaf_hash_if_exact(event)
         if key in self._found and self._found[key] != leaf:
             leaf = None
         self._found[key] = leaf
-        return data
 
     def packed(self) -> bytes:
         """Every event as `log_pending.events` records (`register`)."""
