@@ -101,8 +101,9 @@ system-deps:
 venv: $(VENV)/.installed
 
 # Every dependency from the hashed lock, then the project itself (editable, no dependencies
-# of its own: `pip check` fails when pyproject.toml names one the lock lacks: run `make lock`).
-$(VENV)/.installed: pyproject.toml requirements/dev.lock
+# of its own: `pip check` fails when pyproject.toml names one the lock lacks: run `make lock`),
+# which compiles the log's C extension in place (again when its source changes).
+$(VENV)/.installed: pyproject.toml requirements/dev.lock datastorage/ledger/_jcs.c
 	test -x $(PY) || python3 -m venv $(VENV)
 	set -o pipefail; $(PY) -m pip install -q --require-hashes -r requirements/dev.lock $(PIP_QUIET)
 	set -o pipefail; $(PY) -m pip install -q --no-deps --no-build-isolation -e . $(PIP_QUIET)
