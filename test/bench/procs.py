@@ -143,6 +143,21 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return total
 
 
+def api_worker_cpu_seconds(server_pid: int) -> dict[int, float]:
+    """CPU seconds so far of each API worker of a `datastorage serve` process (its processes
+    started with `--worker-process`; not the log's process)."""
+    seconds = {}
+    for pid in _descendants(server_pid):
+        try:
+            if b"--worker-process" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+        except OSError:
+            continue
+        if (fields := _stat_fields(pid)) is not None:
+            seconds[pid] = sum(int(v) for v in fields[11:13]) / TICKS
+    return seconds
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy seconds, total seconds) summed over all CPUs since boot."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
