@@ -73,11 +73,11 @@ class StoredCheckpoint:
 # log is turned on later, and no stored event can miss its leaf. Only rows actually inserted are
 # queued (an idempotent resend skipped by ON CONFLICT is not), so each stored event is queued
 # once. With the log on, the writer also queues each event's leaf hash, computed from the event
-# it is storing (`leaf.exact_leaf_hash`): the sequencer then only appends hashes, and the leaf
-# commits to what the writer stored, not to what the row holds when the sequencer comes by. A
-# pending row without a hash (log off, a float in the event, or queued by an older version) is
-# hashed from its stored row by the sequencer. SQL typed by hand into audit_events is never
-# queued: `verify` reports such a row as `unsequenced`.
+# it is storing (`leaf.event_leaf_hash_if_exact`): the sequencer then only appends hashes, and
+# the leaf commits to what the writer stored, not to what the row holds when the sequencer
+# comes by. A pending row without a hash (log off, a float in the event, or queued by an older
+# version) is hashed from its stored row by the sequencer. SQL typed by hand into audit_events
+# is never queued: `verify` reports such a row as `unsequenced`.
 #
 # A statement queues all its events in one `log_pending` row (migration 013): `events` packs
 # them, 52 bytes each (`_PACKED`): the event id (16 bytes, as uuid_send writes it), the event
