@@ -132,14 +132,19 @@ def tree_rss_bytes(root_pid: int) -> int:
     return total
 
 
+def _cpu_seconds(fields: list[str], *, reaped: bool) -> float:
+    """A process's CPU from its stat fields: [11..14] = utime, stime, cutime, cstime (stat
+    fields 14..17); `reaped`: with its waited-for children's."""
+    return sum(int(v) for v in fields[11 : 15 if reaped else 13]) / TICKS
+
+
 def tree_cpu_seconds(root_pid: int) -> float:
     """CPU seconds of `root_pid` and all its live descendants (including what they reaped)."""
     total = 0.0
     for pid in _descendants(root_pid):
         fields = _stat_fields(pid)
         if fields is not None:
-            # [11..14] = utime, stime, cutime, cstime (stat fields 14..17)
-            total += sum(int(v) for v in fields[11:15]) / TICKS
+            total += _cpu_seconds(fields, reaped=True)
     return total
 
 
@@ -154,7 +159,7 @@ def api_worker_cpu_seconds(server_pid: int) -> dict[int, float]:
         except OSError:
             continue
         if (fields := _stat_fields(pid)) is not None:
-            seconds[pid] = sum(int(v) for v in fields[11:13]) / TICKS
+            seconds[pid] = _cpu_seconds(fields, reaped=False)
     return seconds
 
 
